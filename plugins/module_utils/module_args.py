@@ -1,0 +1,25 @@
+"""Argument-spec pieces shared by the modules (plain dicts, no Ansible imports)."""
+
+PKI_DIR = {"type": "path", "default": "~/.local/share/mtls-rollout/pki"}
+
+SUBJECT = {"type": "dict", "options": {k: {"type": "str"} for k in (
+    "common_name", "organization", "organizational_unit", "country", "state", "locality", "email")}}
+
+
+def fail_json_kwargs(error):
+    """What a module passes to fail_json for an engine error."""
+    return {"msg": str(error), "error_code": getattr(error, "code", "error")}
+
+
+DIFF_FIELDS = ("serial", "subject", "issuer", "not_before", "not_after", "fingerprint_sha256")
+
+
+def diff(before, after):
+    """Ansible diff of the public facts of a certificate (never key material)."""
+    def show(facts):
+        if not facts:
+            return ""
+        return "".join(f"{k}: {facts[k]}\n" for k in DIFF_FIELDS if facts.get(k) is not None)
+    after_text = show(after) if after.get("serial") else ("(new certificate)\n" if after.get("changed") else show(before))
+    return {"before": show(before), "after": after_text, "before_header": after.get("name", ""),
+            "after_header": after.get("name", "")}

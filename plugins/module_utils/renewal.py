@@ -1,0 +1,67 @@
+"""Renewal policy: why (if at all) a certificate must be issued again."""
+
+from cryptography import x509
+
+from . import keys, pem
+from .build import EKUS
+from .specs import NameConstraints, Subject
+
+
+def due(cert, renew_before_days, now):
+    """'due: N days left' when inside the renewal window (default: the last third of the lifetime)."""
+    window = pem.lifetime_days(cert) / 3 if renew_before_days is None else renew_before_days
+    left = pem.days_left(cert, now)
+    if left > window:
+        return None
+    if left <= 0:
+        return "expired"
+    return f"due: {left:.0f} days left" if left >= 2 else f"due: {left * 24:.0f} hours left"
+
+
+def issuer_changed(cert, issuer_cert):
+    return cert.issuer != issuer_cert.subject or pem.aki(cert) != pem.ski(issuer_cert)
+
+
+def outlives_issuer(cert, issuer_cert):
+    return cert.not_valid_after_utc > issuer_cert.not_valid_after_utc
+
+
+def key_changed(spec_key, key):
+    return keys.spec_of(key) != spec_key
+
+
+def leaf_changes(spec, cert):
+    """Names of the spec fields the certificate no longer matches."""
+    changes = []
+    if pem.ekus(cert) != set(EKUS[spec.profile]):
+        changes.append("profile")
+    have = pem.san(cert)
+    want = spec.san()
+    for kind in ("dns", "ip", "email"):
+        if {v for k, v in have if k == kind} != {v for k, v in want if k == kind}:
+            changes.append(kind)
+    if Subject.from_x509(cert.subject) != spec.subject:
+        changes.append("subject")
+    return changes
+
+
+def ca_changes(spec, cert):
+    changes = []
+    if Subject.from_x509(cert.subject) != spec.subject:
+        changes.append("subject")
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if bc.path_length != spec.path_length:
+        changes.append("path_length")
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.NameConstraints)
+        have = NameConstraints.from_x509(ext.value, ext.critical)
+    except x509.ExtensionNotFound:
+        have = NameConstraints()
+    if (bool(have) or bool(spec.name_constraints)) and _nc_key(have) != _nc_key(spec.name_constraints):
+        changes.append("name_constraints")
+    return changes
+
+
+def _nc_key(nc):
+    return (sorted(nc.permitted_dns), sorted(nc.excluded_dns), sorted(map(str, nc.permitted_ip)),
+            sorted(map(str, nc.excluded_ip)), nc.critical if nc else None)

@@ -1,0 +1,280 @@
+"""What the caller wants, as plain validated dataclasses built from option dicts."""
+
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from . import keys, names
+from .errors import PkiError
+
+ROOT_DAYS, INTERMEDIATE_DAYS, LEAF_DAYS = 3650, 1825, 365
+PROFILES = ("server", "client", "both")
+SUBJECT_FIELDS = {  # option name -> (OID, max length per RFC 5280 upper bounds)
+    "country": (NameOID.COUNTRY_NAME, 2),
+    "state": (NameOID.STATE_OR_PROVINCE_NAME, 128),
+    "locality": (NameOID.LOCALITY_NAME, 128),
+    "organization": (NameOID.ORGANIZATION_NAME, 64),
+    "organizational_unit": (NameOID.ORGANIZATIONAL_UNIT_NAME, 64),
+    "common_name": (NameOID.COMMON_NAME, 64),
+    "email": (NameOID.EMAIL_ADDRESS, 255),
+}
+PKCS12_ENCRYPTIONS = ("modern", "compat")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Distinguished name attributes in a fixed order (C, ST, L, O, OU, CN, emailAddress)."""
+    attrs: tuple = ()  # ((field, value), ...)
+
+    @property
+    def common_name(self):
+        return dict(self.attrs).get("common_name")
+
+    def to_x509(self):
+        return x509.Name([x509.NameAttribute(SUBJECT_FIELDS[k][0], v) for k, v in self.attrs])
+
+    @classmethod
+    def from_x509(cls, name):
+        by_oid = {oid: k for k, (oid, _) in SUBJECT_FIELDS.items()}
+        found = {by_oid.get(a.oid, a.oid.dotted_string): a.value for a in name}
+        return cls(tuple((k, found[k]) for k in SUBJECT_FIELDS if k in found))
+
+
+def subject(data, what):
+    data = dict(data or {})
+    unknown = sorted(set(data) - set(SUBJECT_FIELDS))
+    if unknown:
+        raise PkiError(f"unknown subject field(s) {', '.join(unknown)} in {what}: valid fields are "
+                       f"{', '.join(SUBJECT_FIELDS)}")
+    attrs = []
+    for key, (_, limit) in SUBJECT_FIELDS.items():
+        value = data.get(key)
+        if value in (None, ""):
+            continue
+        value = str(value)
+        if len(value) > limit:
+            raise PkiError(f"subject {key} {value!r} in {what} is longer than {limit} characters")
+        if key == "country" and not (len(value) == 2 and value.isalpha() and value.isupper()):
+            raise PkiError(f"subject country {value!r} in {what}: use a two-letter upper-case ISO 3166 code such as 'DE'")
+        if key == "email":
+            value = names.email(value)
+        attrs.append((key, value))
+    return Subject(tuple(attrs))
+
+
+@dataclass(frozen=True)
+class NameConstraints:
+    permitted_dns: tuple = ()
+    excluded_dns: tuple = ()
+    permitted_ip: tuple = ()
+    excluded_ip: tuple = ()
+    critical: bool = True
+
+    def __bool__(self):
+        return bool(self.permitted_dns or self.excluded_dns or self.permitted_ip or self.excluded_ip)
+
+    def to_x509(self):
+        def subtrees(dns, ips):
+            trees = [x509.DNSName(d) for d in dns] + [x509.IPAddress(n) for n in ips]
+            return trees or None
+        return x509.NameConstraints(subtrees(self.permitted_dns, self.permitted_ip),
+                                    subtrees(self.excluded_dns, self.excluded_ip))
+
+    @classmethod
+    def from_x509(cls, ext, critical):
+        def split(trees):
+            trees = trees or []
+            return (tuple(t.value for t in trees if isinstance(t, x509.DNSName)),
+                    tuple(t.value for t in trees if isinstance(t, x509.IPAddress)))
+        pd, pi = split(ext.permitted_subtrees)
+        ed, ei = split(ext.excluded_subtrees)
+        return cls(pd, ed, pi, ei, critical)
+
+
+def name_constraints(data, what):
+    data = dict(data or {})
+    valid = ("permitted_dns", "excluded_dns", "permitted_ip", "excluded_ip", "critical")
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise PkiError(f"unknown name_constraints key(s) {', '.join(unknown)} in {what}: valid keys are {', '.join(valid)}")
+
+    def dns(key):  # a constraint is a domain suffix: '.example.com' or 'example.com'
+        out = []
+        for d in data.get(key) or []:
+            lead = "." if str(d).startswith(".") else ""
+            out.append(lead + names.dns_name(str(d).lstrip("."), allow_wildcard=False))
+        return tuple(sorted(set(out)))
+
+    def ips(key):
+        return tuple(sorted({names.ip_network(n) for n in data.get(key) or []}, key=str))
+    return NameConstraints(dns("permitted_dns"), dns("excluded_dns"), ips("permitted_ip"), ips("excluded_ip"),
+                           bool(data.get("critical", True)))
+
+
+def _days(value, default, what):
+    if value in (None, ""):
+        return default
+    try:
+        days = float(value)
+    except (TypeError, ValueError):
+        days = 0
+    if days <= 0:
+        raise PkiError(f"invalid valid_days {value!r} for {what}: expected a positive number of days")
+    return days
+
+
+def _renew_before(value, what):
+    if value in (None, ""):
+        return None
+    try:
+        days = float(value)
+    except (TypeError, ValueError):
+        days = -1
+    if days < 0:
+        raise PkiError(f"invalid renew_before_days {value!r} for {what}: expected a number of days >= 0")
+    return days
+
+
+@dataclass(frozen=True)
+class CaSpec:
+    name: str
+    subject: Subject
+    key: keys.KeySpec
+    issuer: str = None  # None: a self-signed root
+    valid_days: float = ROOT_DAYS
+    path_length: int = None
+    name_constraints: NameConstraints = field(default_factory=NameConstraints)
+    renew_before_days: float = None  # None: the last third of the lifetime
+    rotate_key: bool = False
+
+
+def ca_spec(name, subject_data=None, issuer=None, key_type="ec", key_size=None, curve=None, valid_days=None,
+            path_length=None, name_constraints_data=None, renew_before_days=None, rotate_key=False):
+    name = names.store_name(name, "CA name")
+    if issuer is not None:
+        names.store_name(issuer, "issuer")
+        if issuer == name:
+            raise PkiError(f"CA {name!r} names itself as issuer: omit issuer for a self-signed root")
+    subj = subject(subject_data or {"common_name": name}, f"CA {name!r}")
+    if not subj.common_name:
+        subj = Subject(subj.attrs + (("common_name", name),))
+        subj = subject(dict(subj.attrs), f"CA {name!r}")
+    if path_length is not None and (not isinstance(path_length, int) or path_length < 0):
+        raise PkiError(f"invalid path_length {path_length!r} for CA {name!r}: expected an integer >= 0 "
+                       f"(0: may issue only leaf certificates), or omit it for no limit")
+    return CaSpec(name=name, subject=subj, key=keys.key_spec(key_type, key_size, curve), issuer=issuer,
+                  valid_days=_days(valid_days, INTERMEDIATE_DAYS if issuer else ROOT_DAYS, f"CA {name!r}"),
+                  path_length=path_length, name_constraints=name_constraints(name_constraints_data, f"CA {name!r}"),
+                  renew_before_days=_renew_before(renew_before_days, f"CA {name!r}"), rotate_key=bool(rotate_key))
+
+
+@dataclass(frozen=True)
+class Pkcs12Spec:
+    password: str = ""
+    encryption: str = "modern"
+    friendly_name: str = ""
+    include_chain: bool = True
+
+
+@dataclass(frozen=True)
+class LeafSpec:
+    name: str
+    profile: str
+    subject: Subject
+    dns: tuple = ()
+    ip: tuple = ()
+    email: tuple = ()
+    key: keys.KeySpec = keys.KeySpec("ec", curve="P-256")
+    valid_days: float = LEAF_DAYS
+    renew_before_days: float = None
+    rotate_key: bool = False
+    force: bool = False
+    pkcs12: Pkcs12Spec = None
+
+    def san(self):
+        """The SAN entries in a canonical, comparable form."""
+        return {("dns", d) for d in self.dns} | {("ip", str(i)) for i in self.ip} | {("email", e) for e in self.email}
+
+
+LEAF_KEYS = {"name", "profile", "dns", "ip", "email", "key_type", "key_size", "curve", "valid_days",
+             "renew_before_days", "rotate_key", "force", "pkcs12", "subject"} | set(SUBJECT_FIELDS)
+PKCS12_KEYS = {"password", "encryption", "friendly_name", "include_chain"}
+
+
+def _list(value):
+    if value in (None, ""):
+        return []
+    return [value] if isinstance(value, (str, int)) else list(value)
+
+
+def leaf_spec(item, defaults=None):
+    """A LeafSpec from one item of the certificates list, with shared defaults under it."""
+    if not isinstance(item, dict):
+        raise PkiError(f"each certificate must be a dict with at least 'name', got {item!r}")
+    merged = {k: v for k, v in (defaults or {}).items() if v is not None}
+    for key, value in item.items():
+        if value is None:
+            continue
+        if key == "pkcs12" and isinstance(value, dict) and isinstance(merged.get("pkcs12"), dict):
+            value = {**merged["pkcs12"], **value}
+        merged[key] = value
+    name = names.store_name(merged.get("name"), "certificate name")
+    what = f"certificate {name!r}"
+    unknown = sorted(set(merged) - LEAF_KEYS)
+    if unknown:
+        raise PkiError(f"unknown option(s) {', '.join(unknown)} in {what}: valid options are {', '.join(sorted(LEAF_KEYS))}")
+    profile = merged.get("profile") or "server"
+    if profile not in PROFILES:
+        raise PkiError(f"unknown profile {profile!r} in {what}: valid profiles are {', '.join(PROFILES)}")
+    subj_data = dict(merged.get("subject") or {})
+    subj_data.update({k: merged[k] for k in SUBJECT_FIELDS if merged.get(k) not in (None, "")})
+    subj = subject(subj_data, what)
+    dns = [names.dns_name(d) for d in _list(merged.get("dns"))]
+    ips = [names.ip_address(i) for i in _list(merged.get("ip"))]
+    emails = [names.email(e) for e in _list(merged.get("email"))]
+    cn = subj.common_name
+    if cn and profile in ("server", "both"):
+        # A server's CN is put into the SAN too: clients only look at the SAN.
+        try:
+            ips.append(names.ip_address(cn)) if _looks_like_ip(cn) else dns.append(names.dns_name(cn))
+        except PkiError as e:
+            raise PkiError(f"common_name {cn!r} of server {what} must be a DNS name or IP address "
+                           f"(it is added to the SAN): {e}") from None
+    if not (cn or dns or ips or emails):
+        raise PkiError(f"{what} has no identity: give a common_name, dns, ip or email")
+    if profile in ("server", "both") and not (dns or ips):
+        raise PkiError(f"server {what} needs at least one DNS name or IP address (dns, ip or common_name)")
+    p12 = merged.get("pkcs12")
+    if p12 not in (None, False, {}):
+        p12 = _pkcs12_spec(p12 if isinstance(p12, dict) else {}, what, name)
+    else:
+        p12 = None
+    return LeafSpec(name=name, profile=profile, subject=subj, dns=tuple(dict.fromkeys(dns)),
+                    ip=tuple(dict.fromkeys(ips)), email=tuple(dict.fromkeys(emails)),
+                    key=keys.key_spec(merged.get("key_type"), merged.get("key_size"), merged.get("curve")),
+                    valid_days=_days(merged.get("valid_days"), LEAF_DAYS, what),
+                    renew_before_days=_renew_before(merged.get("renew_before_days"), what),
+                    rotate_key=bool(merged.get("rotate_key")), force=bool(merged.get("force")), pkcs12=p12)
+
+
+def _looks_like_ip(value):
+    try:
+        names.ip_address(value)
+        return True
+    except PkiError:
+        return False
+
+
+def _pkcs12_spec(data, what, name):
+    unknown = sorted(set(data) - PKCS12_KEYS)
+    if unknown:
+        raise PkiError(f"unknown pkcs12 option(s) {', '.join(unknown)} in {what}: valid options are {', '.join(sorted(PKCS12_KEYS))}")
+    enc = data.get("encryption") or "modern"
+    if enc not in PKCS12_ENCRYPTIONS:
+        raise PkiError(f"unknown pkcs12 encryption {enc!r} in {what}: use 'modern' (AES-256, PBKDF2) or "
+                       f"'compat' (3DES, SHA-1 MAC, for older macOS, Windows and Java)")
+    password = data.get("password")
+    password = "" if password is None else str(password)
+    return Pkcs12Spec(password=password, encryption=enc, friendly_name=str(data.get("friendly_name") or name),
+                      include_chain=bool(data.get("include_chain", True)))

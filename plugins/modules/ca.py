@@ -1,0 +1,233 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ca
+short_description: Ensure a root or intermediate certificate authority in the PKI store
+version_added: 0.1.0
+description:
+  - Creates a self-signed root CA when O(issuer) is omitted, otherwise an intermediate CA signed by the CA
+    named O(issuer). Hierarchies of any depth work (root, intermediate, intermediate, ...).
+  - CA certificates get basicConstraints (critical, with O(path_length)), keyUsage keyCertSign and cRLSign
+    (critical), subject and authority key identifiers, and optional name constraints.
+  - "Re-issues only for a reason, which the result names - V(missing), V(key_mismatch),
+    V(spec_changed: subject), V(issuer_changed), V(outlives_issuer), V(due: N days left), V(forced).
+    The key is kept on re-issue unless the key type changed or O(rotate_key) is set, so certificates
+    issued earlier keep verifying."
+  - Writes C(ca/<name>/cert.pem), C(key.pem) (encrypted when O(passphrase) is set), C(chain.pem) (the CAs
+    above it up to the root; not written for a root) and C(fullchain.pem) (this CA then C(chain.pem)).
+author: mtls.rollout maintainers
+extends_documentation_fragment:
+  - mtls.rollout.store
+  - mtls.rollout.store.subject
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be issued and why, writes nothing.
+  diff_mode:
+    support: full
+    description: Shows serial, subject and validity before and after.
+options:
+  name:
+    description: The CA's name in the store (one path component), also the default common name.
+    type: str
+    required: true
+  issuer:
+    description: Name of the CA in the same store that signs this one. Omit for a self-signed root.
+    type: str
+  key_type:
+    description: Key algorithm.
+    type: str
+    choices: [ec, rsa, ed25519]
+    default: ec
+  key_size:
+    description: RSA modulus size (2048, 3072 or 4096; default 3072), or the EC curve size (256, 384, 521).
+    type: int
+  curve:
+    description: EC curve (V(P-256), V(P-384), V(P-521)); default V(P-256).
+    type: str
+  valid_days:
+    description: Lifetime in days. Default 3650 for a root, 1825 for an intermediate. An intermediate is clipped
+      to its issuer's expiry (with a warning) rather than outliving it.
+    type: float
+  path_length:
+    description: basicConstraints pathLenConstraint; V(0) lets this CA issue only leaf certificates. Omit for no limit.
+    type: int
+  name_constraints:
+    description: Restrict the names any certificate below this CA may carry.
+    type: dict
+    suboptions:
+      permitted_dns:
+        description: DNS domains permitted (V(example.com) covers it and its subdomains, V(.example.com) only subdomains).
+        type: list
+        elements: str
+      excluded_dns:
+        description: DNS domains excluded.
+        type: list
+        elements: str
+      permitted_ip:
+        description: IP networks permitted, in CIDR form.
+        type: list
+        elements: str
+      excluded_ip:
+        description: IP networks excluded, in CIDR form.
+        type: list
+        elements: str
+      critical:
+        description: Mark the extension critical (RFC 5280 requires it).
+        type: bool
+        default: true
+  passphrase:
+    description:
+      - Encrypt this CA's private key with this passphrase (PKCS#8, AES-256-CBC). Needed to use the key later.
+      - An existing unencrypted key is encrypted when a passphrase is first given.
+    type: str
+  issuer_passphrase:
+    description: Passphrase of the issuer's key, when it is encrypted.
+    type: str
+  renew_before_days:
+    description: Re-issue when fewer days than this remain. Default - the last third of the lifetime.
+    type: float
+  rotate_key:
+    description: Generate a new key whenever the certificate is re-issued (default keeps the key).
+    type: bool
+    default: false
+  force:
+    description: Re-issue now, whatever the state.
+    type: bool
+    default: false
+seealso:
+  - module: mtls.rollout.certificates
+  - module: mtls.rollout.verify
+"""
+
+EXAMPLES = r"""
+- name: Root CA
+  mtls.rollout.ca:
+    name: root
+    pki_dir: /srv/pki
+    subject:
+      common_name: Example Root CA
+      organization: Example Ltd
+      country: DE
+    passphrase: "{{ vault_ca_passphrase }}"
+
+- name: Issuing CA for clients, two levels down
+  mtls.rollout.ca:
+    name: client-ca
+    issuer: root
+    pki_dir: /srv/pki
+    path_length: 0
+    issuer_passphrase: "{{ vault_ca_passphrase }}"
+    name_constraints:
+      permitted_dns: [example.com]
+"""
+
+RETURN = r"""
+name:
+  description: The CA's name.
+  returned: always
+  type: str
+action:
+  description: V(issued), V(renewed), V(updated) (only derived files or key encryption changed) or V(unchanged).
+  returned: always
+  type: str
+  sample: renewed
+reason:
+  description: Why it was (or would be) re-issued, V(; )-joined; empty when unchanged.
+  returned: always
+  type: str
+  sample: "due: 12 days left"
+reasons:
+  description: The reasons as a list.
+  returned: always
+  type: list
+  elements: str
+serial:
+  description: Serial number in hex. Absent in check mode when a new certificate would be issued.
+  returned: when a certificate exists
+  type: str
+subject:
+  description: Subject DN (RFC 4514).
+  returned: when a certificate exists
+  type: str
+not_after:
+  description: Expiry, ISO 8601 UTC.
+  returned: when a certificate exists
+  type: str
+days_remaining:
+  description: Days until expiry.
+  returned: when a certificate exists
+  type: float
+fingerprint_sha256:
+  description: SHA-256 fingerprint of the certificate.
+  returned: when a certificate exists
+  type: str
+paths:
+  description: Files of this CA in the store.
+  returned: always
+  type: dict
+  sample: {cert: /srv/pki/ca/root/cert.pem, key: /srv/pki/ca/root/key.pem}
+warnings:
+  description: Non-fatal notes, e.g. a lifetime clipped to the issuer's.
+  returned: when not in check mode
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mtls.rollout.plugins.module_utils import module_args, specs
+from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca
+from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "pki_dir": module_args.PKI_DIR,
+            "subject": module_args.SUBJECT,
+            "issuer": {"type": "str"},
+            "key_type": {"type": "str", "choices": ["ec", "rsa", "ed25519"], "default": "ec"},
+            "key_size": {"type": "int"},
+            "curve": {"type": "str"},
+            "valid_days": {"type": "float"},
+            "path_length": {"type": "int"},
+            "name_constraints": {"type": "dict", "options": {
+                "permitted_dns": {"type": "list", "elements": "str"},
+                "excluded_dns": {"type": "list", "elements": "str"},
+                "permitted_ip": {"type": "list", "elements": "str"},
+                "excluded_ip": {"type": "list", "elements": "str"},
+                "critical": {"type": "bool", "default": True}}},
+            "passphrase": {"type": "str", "no_log": True},
+            "issuer_passphrase": {"type": "str", "no_log": True},
+            "renew_before_days": {"type": "float"},
+            "rotate_key": {"type": "bool", "default": False},
+            "force": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        spec = specs.ca_spec(p["name"], p["subject"], p["issuer"], p["key_type"], p["key_size"], p["curve"],
+                             p["valid_days"], p["path_length"], p["name_constraints"], p["renew_before_days"],
+                             p["rotate_key"])
+        result = ensure_ca(Store(p["pki_dir"]), spec, p["passphrase"], p["issuer_passphrase"], p["force"],
+                           module.check_mode)
+    except PkiError as e:
+        module.fail_json(**module_args.fail_json_kwargs(e))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    before = result.pop("before")
+    if module._diff:
+        result["diff"] = module_args.diff(before, result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: certificates
+short_description: Issue or renew a list of leaf certificates from one CA in a single task
+version_added: 0.1.0
+description:
+  - Ensures every certificate in O(certificates), all issued by the CA O(issuer), under one lock and in
+    one pass - issuing 1000 client certificates is one module run, not 1000.
+  - Profiles - V(server) (EKU serverAuth), V(client) (EKU clientAuth), V(both). SAN from O(certificates[].dns)
+    (wildcards such as V(*.example.com) allowed), O(certificates[].ip) (IPv4 and IPv6) and
+    O(certificates[].email). A server's common name is added to the SAN too, since clients only look there.
+  - Writes C(certs/<name>/cert.pem), C(key.pem) (0600), C(chain.pem) (the intermediates), C(fullchain.pem)
+    (leaf then intermediates, the order nginx needs), C(ca.pem) (the root) and, when O(certificates[].pkcs12)
+    is set, C(bundle.p12) (0600).
+  - "A certificate is re-issued only for a reason, which the result names - V(missing), V(unreadable),
+    V(key_missing), V(key_mismatch), V(spec_changed: dns, ip), V(issuer_changed), V(outlives_issuer),
+    V(due: N days left), V(expired), V(forced). The key is kept on re-issue unless the key type changed or
+    O(certificates[].rotate_key) is set. Otherwise nothing is touched and no key is generated or signed."
+  - A leaf never outlives its issuer - its lifetime is clipped to the issuer's expiry, with a warning.
+author: mtls.rollout maintainers
+extends_documentation_fragment:
+  - mtls.rollout.store
+attributes:
+  check_mode:
+    support: full
+    description: Reports per certificate what would be issued and why, writes nothing.
+  diff_mode:
+    support: full
+    description: Shows serial, subject and validity before and after for each changed certificate.
+options:
+  issuer:
+    description: Name of the issuing CA in the store (created with M(mtls.rollout.ca)).
+    type: str
+    required: true
+  issuer_passphrase:
+    description: Passphrase of the issuer's key, when it is encrypted.
+    type: str
+  certificates:
+    description: The certificates to ensure. Each item takes the options below; unset ones come from O(defaults).
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Name in the store (one path component); also the PKCS#12 friendly name by default.
+        type: str
+        required: true
+      profile:
+        description: V(server), V(client) or V(both) (serverAuth and clientAuth). Default V(server).
+        type: str
+        choices: [server, client, both]
+      common_name:
+        description: Subject CN. Optional for servers with O(certificates[].dns); added to the SAN for servers.
+        type: str
+      organization:
+        description: Subject O.
+        type: str
+      organizational_unit:
+        description: Subject OU.
+        type: str
+      country:
+        description: Subject C (two letters).
+        type: str
+      state:
+        description: Subject ST.
+        type: str
+      locality:
+        description: Subject L.
+        type: str
+      subject:
+        description: Subject fields as a dict (same keys as above); the flat options win.
+        type: dict
+      dns:
+        description: DNS names for the SAN. A wildcard is allowed as the whole left-most label.
+        type: list
+        elements: str
+      ip:
+        description: IP addresses (IPv4, IPv6) for the SAN, so access by address verifies.
+        type: list
+        elements: str
+      email:
+        description: E-mail addresses for the SAN.
+        type: list
+        elements: str
+      key_type:
+        description: V(ec) (default), V(rsa) or V(ed25519).
+        type: str
+        choices: [ec, rsa, ed25519]
+      key_size:
+        description: RSA size (2048, 3072, 4096; default 3072) or EC curve size (256, 384, 521).
+        type: int
+      curve:
+        description: EC curve, V(P-256) (default) or V(P-384), V(P-521).
+        type: str
+      valid_days:
+        description: Lifetime in days (default 365).
+        type: float
+      renew_before_days:
+        description: Re-issue when fewer days remain; overrides the task-level O(renew_before_days).
+        type: float
+      rotate_key:
+        description: Generate a new key whenever the certificate is re-issued.
+        type: bool
+      force:
+        description: Re-issue this certificate now.
+        type: bool
+      pkcs12:
+        description: Also write C(bundle.p12) with key, certificate and chain.
+        type: dict
+        suboptions:
+          password:
+            description: Bundle password (never logged). Empty means an unencrypted bundle.
+            type: str
+          encryption:
+            description:
+              - V(modern) - AES-256-CBC, PBKDF2-HMAC-SHA256, SHA-256 MAC (OpenSSL 3, current browsers and OSes).
+              - V(compat) - 3DES, SHA-1 MAC, for older macOS, Windows and Java keystores.
+            type: str
+            choices: [modern, compat]
+          friendly_name:
+            description: The bundle's friendly name (alias in keystores). Default the certificate's name.
+            type: str
+          include_chain:
+            description: Include the intermediates and the root (default true).
+            type: bool
+  defaults:
+    description: Values for any item option an item leaves unset (O(certificates[].name) excepted).
+    type: dict
+  renew_before_days:
+    description: Re-issue when fewer days than this remain. Default - the last third of each certificate's lifetime.
+    type: float
+  force:
+    description: Re-issue every certificate in the list now.
+    type: bool
+    default: false
+seealso:
+  - module: mtls.rollout.ca
+  - module: mtls.rollout.verify
+"""
+
+EXAMPLES = r"""
+- name: Server certificates, wildcard and IP in the SAN
+  mtls.rollout.certificates:
+    pki_dir: /srv/pki
+    issuer: server-ca
+    certificates:
+      - name: web1
+        common_name: web1.example.com
+        dns: ["*.example.com", example.com]
+        ip: [192.0.2.10, "2001:db8::10"]
+
+- name: A thousand client identities with PKCS#12 bundles, in one task
+  mtls.rollout.certificates:
+    pki_dir: /srv/pki
+    issuer: client-ca
+    defaults:
+      profile: client
+      organization: Example Ltd
+      pkcs12:
+        password: "{{ vault_p12_password }}"
+        encryption: compat
+    # people: [{name: alice, common_name: alice, email: [alice@example.com]}, ...]
+    certificates: "{{ people }}"
+  register: issued
+
+- name: Show what changed and why
+  ansible.builtin.debug:
+    msg: "{{ issued.certificates | selectattr('changed') | map(attribute='reason') | list }}"
+"""
+
+RETURN = r"""
+certificates:
+  description: One entry per requested certificate, in order. Never contains key material or passwords.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The certificate's name.
+      type: str
+    action:
+      description: V(issued), V(renewed), V(updated) (only chain files or the bundle rewritten) or V(unchanged).
+      type: str
+    reason:
+      description: Why, V(; )-joined (empty when unchanged).
+      type: str
+      sample: "spec_changed: dns"
+    serial:
+      description: Serial in hex (absent in check mode for a certificate that would be issued).
+      type: str
+    not_after:
+      description: Expiry, ISO 8601 UTC.
+      type: str
+    fingerprint_sha256:
+      description: SHA-256 fingerprint.
+      type: str
+    paths:
+      description: C(cert), C(key), C(chain), C(fullchain), C(ca) and, with a bundle, C(pkcs12).
+      type: dict
+summary:
+  description: How many certificates ended in each action.
+  returned: always
+  type: dict
+  sample: {issued: 2, renewed: 1, updated: 0, unchanged: 997}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mtls.rollout.plugins.module_utils import module_args, specs
+from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves
+from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+
+PKCS12 = {"type": "dict", "options": {
+    "password": {"type": "str", "no_log": True},
+    "encryption": {"type": "str", "choices": ["modern", "compat"]},
+    "friendly_name": {"type": "str"},
+    "include_chain": {"type": "bool"}}}
+LEAF = {
+    "name": {"type": "str", "required": True},
+    "profile": {"type": "str", "choices": ["server", "client", "both"]},
+    **{k: {"type": "str"} for k in ("common_name", "organization", "organizational_unit", "country", "state",
+                                    "locality")},
+    "subject": {"type": "dict"},
+    "dns": {"type": "list", "elements": "str"},
+    "ip": {"type": "list", "elements": "str"},
+    "email": {"type": "list", "elements": "str"},
+    "key_type": {"type": "str", "choices": ["ec", "rsa", "ed25519"]},
+    "key_size": {"type": "int"},
+    "curve": {"type": "str"},
+    "valid_days": {"type": "float"},
+    "renew_before_days": {"type": "float"},
+    "rotate_key": {"type": "bool"},
+    "force": {"type": "bool"},
+    "pkcs12": PKCS12,
+}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "pki_dir": module_args.PKI_DIR,
+            "issuer": {"type": "str", "required": True},
+            "issuer_passphrase": {"type": "str", "no_log": True},
+            "certificates": {"type": "list", "elements": "dict", "required": True, "options": LEAF},
+            "defaults": {"type": "dict"},
+            "renew_before_days": {"type": "float"},
+            "force": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    defaults = p["defaults"] or {}
+    if isinstance(defaults.get("pkcs12"), dict) and defaults["pkcs12"].get("password"):
+        module.no_log_values.add(str(defaults["pkcs12"]["password"]))
+    try:
+        leaf_specs = [specs.leaf_spec(item, defaults) for item in p["certificates"]]
+        results = ensure_leaves(Store(p["pki_dir"]), p["issuer"], leaf_specs, p["issuer_passphrase"],
+                                p["renew_before_days"], p["force"], module.check_mode)
+    except PkiError as e:
+        module.fail_json(**module_args.fail_json_kwargs(e))
+    summary = dict.fromkeys(("issued", "renewed", "updated", "unchanged"), 0)
+    diffs = []
+    for r in results:
+        summary[r["action"]] += 1
+        for warning in r.pop("warnings"):
+            module.warn(warning)
+        before = r.pop("before")
+        if r["changed"]:
+            diffs.append(module_args.diff(before, r))
+    out = {"changed": any(r["changed"] for r in results), "certificates": results, "summary": summary}
+    if module._diff and diffs:
+        out["diff"] = diffs
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: verify
+short_description: Verify a certificate for server or client use, and explain what is wrong
+version_added: 0.1.0
+description:
+  - Builds and validates the path from a certificate to the given trust anchors, for a purpose
+    (V(server) - EKU serverAuth, V(client) - EKU clientAuth), optionally for a host name or IP address, a
+    private key (pair match) and a minimum remaining validity.
+  - Validation uses C(cryptography.x509.verification) (web-PKI rules; client certificates need no SAN).
+    Chains with Ed25519 keys, which that policy does not accept, are checked link by link instead, as
+    RV(method) says.
+  - Never fails because the certificate is invalid unless O(fail_on_invalid) is set; read RV(valid) and RV(problems).
+author: mtls.rollout maintainers
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs in check mode too.
+  diff_mode:
+    support: none
+    description: Nothing to diff.
+options:
+  certificate:
+    description: Path to the PEM certificate. Extra certificates after the first are used as intermediates.
+    type: path
+  certificate_content:
+    description: The PEM certificate itself (instead of O(certificate)).
+    type: str
+  purpose:
+    description: What the certificate must be good for.
+    type: str
+    choices: [server, client]
+    default: server
+  ca_file:
+    description: PEM file with the trust anchors (root CAs).
+    type: path
+  ca_content:
+    description: Trust anchors as PEM text (instead of, or besides, O(ca_file)).
+    type: str
+  intermediates:
+    description: PEM file with intermediate CAs (e.g. a C(chain.pem)).
+    type: path
+  hostname:
+    description: DNS name the certificate must be valid for (wildcards in the certificate honoured).
+    type: str
+  ip:
+    description: IP address the certificate must be valid for.
+    type: str
+  private_key:
+    description: Path to the private key that must belong to the certificate.
+    type: path
+  private_key_passphrase:
+    description: Passphrase of O(private_key).
+    type: str
+  min_days_remaining:
+    description: Report a problem when fewer days of validity remain.
+    type: float
+  fail_on_invalid:
+    description: Fail the task, listing the problems, when the certificate is not valid.
+    type: bool
+    default: false
+seealso:
+  - module: mtls.rollout.certificates
+"""
+
+EXAMPLES = r"""
+- name: Is the server certificate good for access by IP, with its key, for 30 more days?
+  mtls.rollout.verify:
+    certificate: /srv/pki/certs/web1/cert.pem
+    intermediates: /srv/pki/certs/web1/chain.pem
+    ca_file: /srv/pki/certs/web1/ca.pem
+    ip: 192.0.2.10
+    private_key: /srv/pki/certs/web1/key.pem
+    min_days_remaining: 30
+  register: check
+
+- name: Fail loudly with the reasons
+  ansible.builtin.assert:
+    that: check.valid
+    fail_msg: "{{ check.problems | map(attribute='message') | join('; ') }}"
+"""
+
+RETURN = r"""
+valid:
+  description: Whether the certificate passed every check.
+  returned: always
+  type: bool
+chain:
+  description: Subjects of the validated chain, leaf first, trust anchor last (empty when no path was found).
+  returned: always
+  type: list
+  elements: str
+depth:
+  description: Number of intermediate CAs between the leaf and the trust anchor - the C(ssl_verify_depth) nginx needs.
+  returned: always
+  type: int
+not_after:
+  description: Expiry of the certificate, ISO 8601 UTC.
+  returned: always
+  type: str
+days_remaining:
+  description: Days until expiry (negative when expired).
+  returned: always
+  type: float
+problems:
+  description: Each problem found, with a stable code and a sentence that says what to do.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{code: ip_mismatch, message: "IP address 192.0.2.10 is not in the certificate's subject alternative names"}]
+method:
+  description: How the path was validated.
+  returned: always
+  type: str
+serial:
+  description: Serial number in hex.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mtls.rollout.plugins.module_utils import keys, names, pem
+from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.verify import verify
+
+
+def _read(module, path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        module.fail_json(msg=f"cannot read {path}: {e.strerror}")
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "certificate": {"type": "path"},
+            "certificate_content": {"type": "str"},
+            "purpose": {"type": "str", "choices": ["server", "client"], "default": "server"},
+            "ca_file": {"type": "path"},
+            "ca_content": {"type": "str"},
+            "intermediates": {"type": "path"},
+            "hostname": {"type": "str"},
+            "ip": {"type": "str"},
+            "private_key": {"type": "path", "no_log": False},
+            "private_key_passphrase": {"type": "str", "no_log": True},
+            "min_days_remaining": {"type": "float"},
+            "fail_on_invalid": {"type": "bool", "default": False},
+        },
+        required_one_of=[("certificate", "certificate_content"), ("ca_file", "ca_content")],
+        mutually_exclusive=[("certificate", "certificate_content")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        where = p["certificate"] or "certificate_content"
+        data = _read(module, p["certificate"]) if p["certificate"] else p["certificate_content"].encode()
+        certs = pem.load_certs(data, where)
+        if not certs:
+            raise PkiError(f"{where} holds no PEM certificate")
+        anchors = pem.load_certs(_read(module, p["ca_file"]), p["ca_file"]) if p["ca_file"] else []
+        anchors += pem.load_certs(p["ca_content"].encode(), "ca_content") if p["ca_content"] else []
+        inter = pem.load_certs(_read(module, p["intermediates"]), p["intermediates"]) if p["intermediates"] else []
+        key = (keys.from_pem(_read(module, p["private_key"]), p["private_key"], p["private_key_passphrase"])
+               if p["private_key"] else None)
+        ip = str(names.ip_address(p["ip"])) if p["ip"] else None
+        result = verify(certs[0], p["purpose"], anchors, certs[1:] + inter, p["hostname"], ip, key,
+                        p["min_days_remaining"])
+    except PkiError as e:
+        module.fail_json(msg=str(e), error_code=e.code)
+    if p["fail_on_invalid"] and not result["valid"]:
+        module.fail_json(msg="certificate not valid: " + "; ".join(x["message"] for x in result["problems"]),
+                         **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

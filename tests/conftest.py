@@ -1,0 +1,21 @@
+"""Make the checkout importable as ``ansible_collections.mtls.rollout`` for every test."""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, ".cache", "collections")
+
+
+def _link_checkout():
+    link = os.path.join(COLLECTIONS, "ansible_collections", "mtls", "rollout")
+    if not os.path.islink(link) or os.path.realpath(link) != ROOT:
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.islink(link):
+            os.unlink(link)
+        os.symlink(ROOT, link)
+
+
+_link_checkout()
+sys.path.insert(0, COLLECTIONS)
+os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)

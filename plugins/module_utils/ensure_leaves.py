@@ -136,7 +136,7 @@ def _stage_files(store, txn, auth, p, index, check):
             derived.append(f)
             if not check:
                 txn.write(path(f), data)
-    bundle = _bundle_change(store, p, index, issued)
+    bundle = _bundle_change(store, p, index, issued, auth)
     if bundle:
         derived.append(bundle)
         if not check:
@@ -149,11 +149,11 @@ def _settings_digest(spec, salt):
     return hmac.new(bytes.fromhex(salt), settings.encode(), hashlib.sha256).hexdigest()
 
 
-def _bundle_change(store, p, index, issued):
+def _bundle_change(store, p, index, issued, auth):
     """'bundle.p12' when the PKCS#12 bundle must be (re)written or removed, else None.
 
     Rebuilding a bundle costs a key derivation, so it is checked against metadata in the index: the
-    certificate it holds, a salted HMAC of its settings (password included) and the file's hash.
+    certificate (and CA chain) it holds, a salted HMAC of its settings (password included) and the file's hash.
     """
     path = store.leaf_path(p.spec.name, "bundle.p12")
     meta = index.bundles.get(p.spec.name)
@@ -163,9 +163,14 @@ def _bundle_change(store, p, index, issued):
     if issued or data is None or not meta:
         return "bundle.p12"
     if (meta.get("cert") != pem.fingerprint(p.cert) or meta.get("sha256") != hashlib.sha256(data).hexdigest()
-            or meta.get("settings") != _settings_digest(p.spec.pkcs12, meta.get("salt", ""))):
+            or meta.get("settings") != _settings_digest(p.spec.pkcs12, meta.get("salt", ""))
+            or (p.spec.pkcs12.include_chain and meta.get("chain") != _chain_digest(auth))):
         return "bundle.p12"
     return None
+
+
+def _chain_digest(auth):
+    return hashlib.sha256(pem.to_pem(*auth.intermediates, auth.root)).hexdigest()
 
 
 def _stage_bundle(txn, path, p, auth, index):
@@ -175,7 +180,8 @@ def _stage_bundle(txn, path, p, auth, index):
         return
     data = pkcs12.bundle(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root])
     salt = os.urandom(16).hex()
-    index.bundles[p.spec.name] = {"cert": pem.fingerprint(p.cert), "sha256": hashlib.sha256(data).hexdigest(),
+    index.bundles[p.spec.name] = {"cert": pem.fingerprint(p.cert), "chain": _chain_digest(auth),
+                                  "sha256": hashlib.sha256(data).hexdigest(),
                                   "salt": salt, "settings": _settings_digest(p.spec.pkcs12, salt),
                                   "encryption": p.spec.pkcs12.encryption}
     txn.write(path, data, KEY_MODE)

@@ -37,7 +37,7 @@ def dns_name(value, allow_wildcard=True):
         if "*" in label:
             raise PkiError(f"invalid DNS name {value!r}: '*' is only allowed as the whole left-most label, "
                            f"e.g. '*.example.com'")
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise PkiError(f"invalid DNS name {value!r}: label {label!r} must be 1-63 letters, digits or "
                            f"hyphens, not starting or ending with a hyphen")
     return name
@@ -77,7 +77,7 @@ def email(value):
 
 def store_name(value, what="name"):
     """A name used as a directory in the store: one safe path component, never '..' or a path."""
-    if not isinstance(value, str) or not _STORE_NAME.match(value) or value in (".", ".."):
+    if not isinstance(value, str) or not _STORE_NAME.fullmatch(value) or value in (".", ".."):
         raise PkiError(f"invalid {what} {value!r}: use 1-128 letters, digits, '.', '_', '@' or '-', "
                        f"starting with a letter or digit (it becomes a directory name in pki_dir)")
     return value

@@ -99,12 +99,9 @@ def name_constraints(data, what):
     if unknown:
         raise PkiError(f"unknown name_constraints key(s) {', '.join(unknown)} in {what}: valid keys are {', '.join(valid)}")
 
-    def dns(key):  # a constraint is a domain suffix: '.example.com' or 'example.com'
-        out = []
-        for d in data.get(key) or []:
-            lead = "." if str(d).startswith(".") else ""
-            out.append(lead + names.dns_name(str(d).lstrip("."), allow_wildcard=False))
-        return tuple(sorted(set(out)))
+    def dns(key):  # a domain and every name below it; '.example.com' is read as 'example.com'
+        # (RFC 5280 4.2.1.10 has no leading-dot form for DNS; verifiers such as cryptography's reject it)
+        return tuple(sorted({names.dns_name(str(d).lstrip("."), allow_wildcard=False) for d in data.get(key) or []}))
 
     def ips(key):
         return tuple(sorted({names.ip_network(n) for n in data.get(key) or []}, key=str))

@@ -109,8 +109,9 @@ class Index:
 class Transaction:
     """Writes staged in memory, then committed all at once: temp files, fsync, rename.
 
-    Nothing touches the store before ``commit``; a failure while committing removes the temp files,
-    so a failed run leaves no half-written file behind.
+    Nothing touches the store before ``commit``; a failure while committing removes the temp files and
+    puts back every file already renamed or removed (and the directories it made), so a failed run
+    leaves neither a temp file nor a half-set of new files behind.
     """
 
     def __init__(self, store):
@@ -131,47 +132,78 @@ class Transaction:
         return True
 
     def commit(self):
-        temps = []
+        temps, done, made = [], [], []  # done: (path, (data, mode) before, or None when it did not exist)
         try:
             removals = [p for p, (data, _) in self.pending.items() if data is None]
             for path, (data, mode) in self.pending.items():
                 if data is None:
                     continue
-                _makedirs(os.path.dirname(path))
-                tmp = f"{path}.tmp-{os.getpid()}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-                temps.append((tmp, path))
-                try:
-                    os.fchmod(fd, mode)
-                    os.write(fd, data)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            # Keys first: a crash between renames leaves at worst a certificate that does not match its
-            # key, which the next run detects (key_mismatch) and mends.
+                made += _makedirs(os.path.dirname(path))
+                temps.append((_write_temp(path, data, mode), path))
+            # Keys first: a crash (no rollback) between renames leaves at worst a certificate that does not
+            # match its key, which the next run detects (key_mismatch) and mends.
             for tmp, path in sorted(temps, key=lambda t: not t[1].endswith("key.pem")):
+                old = self._snapshot(path)
                 os.replace(tmp, path)
+                done.append((path, old))
             for path in removals:
-                with contextlib.suppress(FileNotFoundError):
+                old = self._snapshot(path)
+                if old is not None:
                     os.unlink(path)
+                    done.append((path, old))
             for d in {os.path.dirname(p) for _, p in temps} | {os.path.dirname(p) for p in removals}:
                 _fsync_dir(d)
         except BaseException:
             for tmp, _ in temps:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+            for path, old in reversed(done):
+                with contextlib.suppress(OSError):
+                    if old is None:
+                        os.unlink(path)
+                    else:
+                        os.replace(_write_temp(path, *old), path)
+            for d in reversed(made):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
             raise
         finally:
             self.pending = {}
 
+    def _snapshot(self, path):
+        data = self.store.read(path)
+        return None if data is None else (data, os.stat(path).st_mode & 0o777)
+
+
+def _write_temp(path, data, mode):
+    """Write ``data`` to a temp file next to ``path`` (mode set, fsynced); returns the temp path."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
 
 def _makedirs(path):
+    """Create ``path`` and missing parents (mode 0700); returns the directories created, outermost first."""
+    made = []
     if not os.path.isdir(path):
         parent = os.path.dirname(path)
         if parent and parent != path:
-            _makedirs(parent)
+            made += _makedirs(parent)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, DIR_MODE)
+            made.append(path)
+    return made
 
 
 def _fsync_dir(path):

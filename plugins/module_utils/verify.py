@@ -119,7 +119,7 @@ def _webpki(cert, purpose, anchors, intermediates, hostname, ip, now):
 def _any_subject(cert):
     for kind, value in sorted(pem.san(cert)):
         if kind == "dns":
-            return xv.DNSName(value.lstrip("*."))  # a wildcard covers some name below it
+            return xv.DNSName("x" + value[1:] if value.startswith("*.") else value)  # a name the wildcard covers
         if kind == "ip":
             return xv.IPAddress(ipaddress.ip_address(value))
     return xv.DNSName("invalid.invalid")
@@ -131,13 +131,34 @@ def _explain(message, cert, anchors, intermediates, now):
             return problem("chain_expired", f"the intermediate {ca.subject.rfc4514_string()} expired on "
                                             f"{pem.iso(ca.not_valid_after_utc)}: renew it and redeploy the chain")
     if "candidates exhausted" in message or "no issuer" in message.lower():
-        issuer = cert.issuer.rfc4514_string()
-        known = {c.subject for c in [*anchors, *intermediates]}
-        if cert.issuer not in known:
-            return problem("untrusted", f"no chain to a trust anchor: the issuer {issuer} is neither a trusted CA "
-                                        f"nor among the intermediates given (a missing intermediate, or the wrong "
-                                        f"CA file) - detail: {message}")
+        orphan = _unsigned_link(cert, anchors, intermediates)
+        if orphan is not None:
+            return problem("untrusted", f"no chain to a trust anchor: the issuer {orphan.issuer.rfc4514_string()} "
+                                        f"of {orphan.subject.rfc4514_string()} is neither a trusted CA nor among the "
+                                        f"intermediates given (a missing intermediate, or the wrong CA file, perhaps "
+                                        f"another CA of the same name) - detail: {message}")
     return problem("invalid", f"the chain does not verify: {message}")
+
+
+def _unsigned_link(cert, anchors, intermediates):
+    """The first certificate walking up from ``cert`` that no given CA signed, or None if a path reaches an anchor."""
+    pool, current = [*intermediates, *anchors], cert
+    for _ in range(10):
+        if current in anchors:
+            return None
+        parent = next((c for c in pool if c.subject == current.issuer and c != current and _signed_by(current, c)), None)
+        if parent is None:
+            return current
+        current = parent
+    return None
+
+
+def _signed_by(cert, ca):
+    try:
+        cert.verify_directly_issued_by(ca)
+        return True
+    except (InvalidSignature, ValueError, TypeError):
+        return False
 
 
 def _linkwise(cert, intermediates, anchors, now):

@@ -172,9 +172,31 @@ def netns_pids(names: Iterable[str]) -> dict[str, list[int]]:
     return found
 
 
+def is_namespace_init(pid: int) -> bool:
+    """True when pid is PID 1 of a nested PID namespace (a test host's sshd)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    ids = line.split()[1:]
+                    return len(ids) > 1 and ids[-1] == "1"
+    except OSError:
+        pass
+    return False
+
+
 def kill_netns_processes(names: Iterable[str], timeout: float = 10.0) -> None:
-    """SIGKILL every process in the namespaces until none is left."""
+    """SIGKILL every process in the namespaces until none is left.
+
+    Each host's PID 1 goes first: the kernel then kills its whole PID namespace and the waiting
+    `unshare` parent reaps it and exits, so no zombies are left for a non-reaping init.
+    """
     names = list(names)
+    pids = [pid for group in netns_pids(names).values() for pid in group]
+    _kill([pid for pid in pids if is_namespace_init(pid)])
+    grace = time.monotonic() + 0.5
+    while any(netns_pids(names).values()) and time.monotonic() < grace:
+        time.sleep(0.005)
     deadline = time.monotonic() + timeout
     while True:
         pids = [pid for group in netns_pids(names).values() for pid in group]
@@ -182,12 +204,16 @@ def kill_netns_processes(names: Iterable[str], timeout: float = 10.0) -> None:
             return
         if time.monotonic() > deadline:
             raise HarnessError(f"processes survive SIGKILL in {', '.join(names)}: {pids}")
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(pids)
         time.sleep(0.01)
+
+
+def _kill(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def delete_hosts(netns: Iterable[str], veths: Iterable[str]) -> None:

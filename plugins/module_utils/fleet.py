@@ -1,0 +1,62 @@
+"""Inventory to certificate specs, and the PKI facts nginx templates need (no Ansible imports)."""
+
+import ipaddress
+import re
+
+_CERT = re.compile(r"-----BEGIN CERTIFICATE-----")
+
+
+def is_ip(value):
+    try:
+        ipaddress.ip_address(str(value))
+        return True
+    except ValueError:
+        return False
+
+
+def server_name(host, hostvars):
+    """Store name of a server host's certificate (distinct from its client certificate's)."""
+    return hostvars[host].get("mtls_server_certificate_name") or f"{host}-server"
+
+
+def server_certificates(hosts, hostvars):
+    """One server certificate per host: SAN from mtls_server_names plus the host's IP addresses."""
+    out = []
+    for host in hosts:
+        hv = hostvars[host]
+        wanted = list(hv.get("mtls_server_names") or [host])
+        ips = [str(i) for i in hv.get("mtls_server_ips") or []]
+        if is_ip(hv.get("ansible_host", "")):
+            ips.insert(0, str(hv["ansible_host"]))
+        ips += [n for n in wanted if is_ip(n)]
+        dns = [n for n in wanted if not is_ip(n)]
+        ips = list(dict.fromkeys(ips))
+        cert = {"name": server_name(host, hostvars), "profile": "server", "dns": dns, "ip": ips,
+                "common_name": (dns or ips)[0] if (dns or ips) else None}
+        cert.update(hv.get("mtls_server_certificate") or {})
+        out.append(cert)
+    return out
+
+
+def client_certificates(hosts, hostvars, identities=()):
+    """One client certificate per client host (named after it), plus identities not tied to a host."""
+    out = []
+    for host in hosts:
+        hv = hostvars[host]
+        cert = {"name": host, "profile": "client", "common_name": hv.get("mtls_client_common_name") or host}
+        password = hv.get("mtls_client_pkcs12_password")
+        if password:
+            cert["pkcs12"] = {"password": password, "encryption": hv.get("mtls_client_pkcs12_encryption") or "modern"}
+        cert.update(hv.get("mtls_client_certificate") or {})
+        out.append(cert)
+    for identity in identities or ():
+        out.append({"profile": "client", "common_name": identity.get("name"), **identity})
+    return out
+
+
+def verify_depth(bundles):
+    """ssl_verify_depth for clients under the given issuing CAs' fullchain PEMs: the number of
+    intermediates above the deepest client (at least 1, nginx's default)."""
+    if isinstance(bundles, str):
+        bundles = [bundles]
+    return max([1] + [len(_CERT.findall(b)) - 1 for b in bundles])

@@ -18,4 +18,6 @@ def _link_checkout():
 
 _link_checkout()
 sys.path.insert(0, COLLECTIONS)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # tests.harness, tests.e2e.helpers
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)

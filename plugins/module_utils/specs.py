@@ -225,7 +225,8 @@ def leaf_spec(item, defaults=None):
     if profile not in PROFILES:
         raise PkiError(f"unknown profile {profile!r} in {what}: valid profiles are {', '.join(PROFILES)}")
     subj_data = dict(merged.get("subject") or {})
-    subj_data.update({k: merged[k] for k in SUBJECT_FIELDS if merged.get(k) not in (None, "")})
+    # the flat 'email' option is the SAN list; a subject emailAddress goes in 'subject'
+    subj_data.update({k: merged[k] for k in SUBJECT_FIELDS if k != "email" and merged.get(k) not in (None, "")})
     subj = subject(subj_data, what)
     dns = [names.dns_name(d) for d in _list(merged.get("dns"))]
     ips = [names.ip_address(i) for i in _list(merged.get("ip"))]

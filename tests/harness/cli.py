@@ -24,10 +24,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="fleet name; hosts are NAME-1..NAME-N")
     p.add_argument("--hosts", type=int, required=True, help="number of hosts (1..253)")
     p.add_argument("--state-dir", required=True, help="where keys, inventory.yml and fleet.json go")
-    p.add_argument("--subnet-index", type=_subnet, default=0, metavar="K|auto",
-                   help="use 10.233.K.0/24 and bridge mtlsbrK (default 0; 'auto' picks a free one)")
-    p.add_argument("--groups", default="", metavar="SPEC",
-                   help="inventory groups, e.g. 'mtls_servers=1-3,mtls_clients=3' (default: only 'all')")
+    p.add_argument(
+        "--subnet-index",
+        type=_subnet,
+        default=0,
+        metavar="K|auto",
+        help="use 10.233.K.0/24 and bridge mtlsbrK (default 0; 'auto' picks a free one)",
+    )
+    p.add_argument(
+        "--groups",
+        default="",
+        metavar="SPEC",
+        help="inventory groups, e.g. 'mtls_servers=1-3,mtls_clients=3' (default: only 'all')",
+    )
 
     p = sub.add_parser("destroy", help="destroy the fleet recorded in the state dir (idempotent)")
     p.add_argument("--state-dir", required=True)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -14,27 +12,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import host as hostlib
-from . import network
-from .host import OVERLAID_DIRS, Host
+from . import layers, network
+from .host import Host
 from .inventory import GroupSpec, render_inventory, render_known_hosts, render_ssh_config, resolve_groups
-from .system import CLEAN_ENV, HarnessError, ensure_sshd, global_lock, missing_tools, require_root, run
+from .system import CLEAN_ENV, HarnessError, ensure_sshd, global_lock, missing_tools, require_root, ssh_keygen
 
 FLEET_FILE = "fleet.json"
 STATE_FORMAT = 1
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-FALLBACK_LAYERS = Path("/tmp/mtls-harness-layers")
 # Files create writes directly under the state dir (destroy removes exactly these, then the dir if empty).
 STATE_FILES = ("inventory.yml", "ssh_config", "known_hosts", "id_ed25519", "id_ed25519.pub")
-
-
-def _layers_root(name: str, state_dir: Path) -> Path:
-    """Where overlay layers go: STATE_DIR/hosts, unless that lies inside a tree the hosts overlay
-    (e.g. molecule's ~/.cache under /root), where an upper dir inside its own lower dir would loop."""
-    overlaid = [Path(d) for d in OVERLAID_DIRS]
-    if any(state_dir == d or d in state_dir.parents for d in overlaid):
-        digest = hashlib.sha1(str(state_dir).encode()).hexdigest()[:10]
-        return FALLBACK_LAYERS / f"{name}-{digest}"
-    return state_dir / "hosts"
 
 
 class Fleet:
@@ -46,8 +33,15 @@ class Fleet:
     ``subnet_index="auto"`` picks a free subnet (from 100 upwards).
     """
 
-    def __init__(self, name: str, hosts: int, state_dir: str | os.PathLike, *,
-                 subnet_index: int | str = 0, groups: GroupSpec = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        hosts: int,
+        state_dir: str | os.PathLike,
+        *,
+        subnet_index: int | str = 0,
+        groups: GroupSpec = None,
+    ) -> None:
         if not NAME_PATTERN.match(name):
             raise HarnessError(f"fleet name {name!r}: use 1-40 of a-z, 0-9, '-', starting with a letter")
         if not 1 <= int(hosts) <= network.MAX_HOSTS:
@@ -60,10 +54,9 @@ class Fleet:
         if len(self.state_dir.parts) < 3:
             raise HarnessError(f"state dir {self.state_dir} is too close to /: use a dedicated directory")
         self.subnet_index: int | str = subnet_index if subnet_index == "auto" else int(subnet_index)
-        self._group_spec = groups
         self.groups: dict[str, list[str]] = {}
         self.hosts: list[Host] = []
-        self.layers_root = _layers_root(name, self.state_dir)
+        self.layers_root = layers.layers_root(name, self.state_dir)
         self.status = "new"
         self.timings: dict[str, float] = {}
         self._procs: dict[str, subprocess.Popen] = {}
@@ -136,10 +129,15 @@ class Fleet:
     def molecule_instances(self) -> list[dict]:
         """Molecule's instance_config entries (default driver) for this fleet."""
         return [
-            {"instance": h.name, "address": h.ip, "user": "root", "port": hostlib.SSHD_PORT,
-             "identity_file": str(self.private_key)}
+            {
+                "instance": h.name,
+                "address": h.ip,
+                "user": "root",
+                "port": hostlib.SSHD_PORT,
+                "identity_file": str(self.private_key),
+            }
             for h in self.hosts
-        ]  # fmt: skip
+        ]
 
     @classmethod
     def load(cls, state_dir: str | os.PathLike) -> Fleet:
@@ -184,8 +182,7 @@ class Fleet:
                     self.subnet_index = network.pick_free_subnet()
                 network.check_subnet_free(int(self.subnet_index))
             except HarnessError:
-                if not any(self.state_dir.iterdir()):
-                    self.state_dir.rmdir()
+                layers.remove_if_empty(self.state_dir)
                 raise
             self._plan()
             self.status = "creating"
@@ -206,21 +203,26 @@ class Fleet:
     def _plan(self) -> None:
         k = int(self.subnet_index)
         self.hosts = [
-            Host(name=name, index=i, ip=network.host_ip(k, i), netns=network.netns_name(k, name),
-                 veth=network.veth_name(k, i), layers=str(self.layers_root / name))
+            Host(
+                name=name,
+                index=i,
+                ip=network.host_ip(k, i),
+                netns=network.netns_name(k, name),
+                veth=network.veth_name(k, i),
+                layers=str(self.layers_root / name),
+            )
             for i, name in enumerate(self.host_names, start=1)
-        ]  # fmt: skip
+        ]
 
     def _build(self, started: float) -> None:
         k = int(self.subnet_index)
         for host in self.hosts:
-            if Path(host.layers).exists():
-                shutil.rmtree(host.layers)
+            layers.remove_tree(Path(host.layers), within=self.layers_root)  # a stale one from a crash
             hostlib.make_layers(host)
         for name in STATE_FILES:
             (self.state_dir / name).unlink(missing_ok=True)
-        keygens = [_keygen(self.private_key, f"mtls-harness@{self.name}")]
-        keygens += [_keygen(h.host_key, h.name) for h in self.hosts]
+        keygens = [ssh_keygen(self.private_key, f"mtls-harness@{self.name}")]
+        keygens += [ssh_keygen(h.host_key, h.name) for h in self.hosts]
         network.ensure_bridge(k, str(self.state_dir))
         network.add_hosts(k, [(h.netns, h.veth, h.ip) for h in self.hosts])
         self.timings["network"] = round(time.monotonic() - started, 3)
@@ -258,28 +260,28 @@ class Fleet:
         network.delete_hosts(namespaces, [h.veth for h in self.hosts])
         if self.subnet_index != "auto":
             network.delete_bridge_if_unused(int(self.subnet_index))
-        _unmount_under([self.state_dir, self.layers_root])
+        layers.unmount_under([self.state_dir, self.layers_root])
         for host in self.hosts:
-            _remove_tree(Path(host.layers), within=self.layers_root)
-        if self.layers_root.is_dir() and not any(self.layers_root.iterdir()):
-            self.layers_root.rmdir()
+            layers.remove_tree(Path(host.layers), within=self.layers_root)
+        layers.remove_if_empty(self.layers_root, layers.FALLBACK_ROOT)
         for name in STATE_FILES:
             (self.state_dir / name).unlink(missing_ok=True)
         self.fleet_file.with_suffix(".tmp").unlink(missing_ok=True)
         self.fleet_file.unlink(missing_ok=True)
-        if self.state_dir.is_dir() and not any(self.state_dir.iterdir()):
-            self.state_dir.rmdir()
+        layers.remove_if_empty(self.state_dir)
 
     # --- use -----------------------------------------------------------------------------------
-    def run(self, which: str | int, argv: Sequence[str], *, check: bool = False,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run(
+        self, which: str | int, argv: Sequence[str], *, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv inside a host's namespaces directly (nsenter, no SSH): for checks and debugging."""
         host = self.host(which)
         pid = hostlib.init_pid(host)
         if pid is None:
             raise HarnessError(f"test host {host.name} is not running")
-        return subprocess.run(hostlib.enter_argv(pid, argv), capture_output=True, text=True,
-                              env=CLEAN_ENV, timeout=timeout, check=check)  # fmt: skip
+        return subprocess.run(
+            hostlib.enter_argv(pid, argv), capture_output=True, text=True, env=CLEAN_ENV, timeout=timeout, check=check
+        )
 
     def ssh_argv(self, which: str | int, command: str) -> list[str]:
         """An ssh command line that runs command on a host as root, the way Ansible connects."""
@@ -295,35 +297,9 @@ class Fleet:
         return f"Fleet({self.name!r}, hosts={self.count}, subnet={self.subnet_index}, status={self.status})"
 
 
-def _keygen(path: Path, comment: str) -> subprocess.Popen:
-    path.unlink(missing_ok=True)
-    path.with_suffix(".pub").unlink(missing_ok=True)
-    return subprocess.Popen(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def _unmount_under(roots: Sequence[Path]) -> None:
-    """Lazily unmount anything in this mount namespace that sits under the given dirs (defensive)."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
-        points = [line.split()[4].replace("\\040", " ") for line in mountinfo]
-    for point in sorted(points, key=len, reverse=True):
-        if any(Path(point) == r or r in Path(point).parents for r in roots):
-            run(["umount", "-l", point], check=False)
-
-
-def _remove_tree(path: Path, within: Path) -> None:
-    """rmtree path, but only if it really lies inside `within` (never follow a symlink out)."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or within.resolve() not in path.resolve().parents:
-        raise HarnessError(f"refusing to delete {path}: not inside {within}")
-    shutil.rmtree(path)
-
-
-def create(name: str, hosts: int, state_dir: str | os.PathLike, *,
-           subnet_index: int | str = 0, groups: GroupSpec = None) -> Fleet:  # fmt: skip
+def create(
+    name: str, hosts: int, state_dir: str | os.PathLike, *, subnet_index: int | str = 0, groups: GroupSpec = None
+) -> Fleet:
     """Create a fleet and return it (see Fleet)."""
     return Fleet(name, hosts, state_dir, subnet_index=subnet_index, groups=groups).create()
 

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import layers
+from .layers import OVERLAID_DIRS
 from .network import is_namespace_init, netns_pids
 from .system import CLEAN_ENV, SSHD, HarnessError
 
-# /usr is overlaid as a whole (this covers /usr/local), so package files written on a host stay there.
-OVERLAID_DIRS = ("/etc", "/var", "/root", "/home", "/usr", "/opt", "/srv")
 TMPFS_DIRS = {"/run": "0755", "/tmp": "1777", "/dev/shm": "1777"}
 # Directories daemons expect in /run (Debian's tmpfiles would create them at boot).
 RUN_DIRS = {"sshd": "0755", "lock": "1777", "user": "0755", "log": "0755", "sendsigs.omit.d": "0755"}
@@ -69,36 +69,15 @@ class Host:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
 
-def _mkdir_like(root: Path, real: str, mode: int | None = None) -> Path:
-    """Create root/real (and parents), copying mode and owner from the real path when it exists."""
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / real.lstrip("/")
-    parts = Path(real.lstrip("/")).parts
-    for depth in range(1, len(parts) + 1):
-        rel = Path(*parts[:depth])
-        path = root / rel
-        path.mkdir(exist_ok=True)
-        try:
-            st = os.stat(Path("/") / rel)
-            os.chown(path, st.st_uid, st.st_gid)
-            os.chmod(path, st.st_mode & 0o7777)
-        except FileNotFoundError:
-            os.chmod(path, 0o755 if mode is None else mode)
-    return target
-
-
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.write_text(text, encoding="utf-8")
     os.chmod(path, mode)
 
 
 def make_layers(host: Host) -> None:
-    """Create the empty upper and work dirs of every overlay, plus /etc/ssh/authorized_keys."""
-    Path(host.layers).mkdir(parents=True, exist_ok=True)
-    for real in OVERLAID_DIRS:
-        _mkdir_like(host.upper, real)
-        (host.work / real.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    _mkdir_like(host.upper, "/etc/ssh/authorized_keys", 0o755)
+    """Create the host's empty overlay upper and work dirs, plus /etc/ssh/authorized_keys."""
+    layers.make_layers(host.upper, host.work)
+    layers.mkdir_like(host.upper, "/etc/ssh/authorized_keys")
 
 
 def sshd_config(host: Host) -> str:
@@ -151,8 +130,7 @@ def seed_files(host: Host, fleet: Sequence[Host], control_ip: str, client_pubkey
 def boot_script(host: Host) -> str:
     layers = shlex.quote(host.layers)
     overlays = "\n".join(
-        f"[ -d {d} ] && mount -t overlay mtls-harness -o "
-        f'"lowerdir={d},upperdir=$L/upper{d},workdir=$L/work{d}" {d}'
+        f'[ -d {d} ] && mount -t overlay mtls-harness -o "lowerdir={d},upperdir=$L/upper{d},workdir=$L/work{d}" {d}'
         for d in OVERLAID_DIRS
     )
     tmpfs = "\n".join(f"mount -t tmpfs -o mode={mode},nosuid,nodev tmpfs {d}" for d, mode in TMPFS_DIRS.items())
@@ -177,16 +155,33 @@ def start(host: Host) -> subprocess.Popen:
     """Start the host detached from the caller (its own session, no inherited pipes)."""
     _write(host.boot_script, boot_script(host), 0o755)
     argv = [
-        "ip", "netns", "exec", host.netns,
-        "unshare", "--mount", "--uts", "--ipc", "--pid", "--fork", "--kill-child", "--mount-proc",
-        "--propagation", "private",
-        "/bin/sh", str(host.boot_script),
-    ]  # fmt: skip
+        "ip",
+        "netns",
+        "exec",
+        host.netns,
+        "unshare",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        str(host.boot_script),
+    ]
     with open(host.console_log, "ab") as log:
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=CLEAN_ENV, cwd="/", start_new_session=True,
-        )  # fmt: skip
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=CLEAN_ENV,
+            cwd="/",
+            start_new_session=True,
+        )
 
 
 def _banner(ip: str) -> bool:

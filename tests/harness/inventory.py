@@ -45,7 +45,9 @@ def _members(spec: int | str, names: Sequence[str]) -> list[str]:
     elif isinstance(spec, str) and spec in names:
         return [spec]
     else:
-        raise ValueError(f"group member {spec!r}: use a host index (1..{len(names)}), a range like 1-3, '*' or a host name")
+        raise ValueError(
+            f"group member {spec!r}: use a host index (1..{len(names)}), a range like 1-3, '*' or a host name"
+        )
     if not 1 <= first <= last <= len(names):
         raise ValueError(f"group member {spec!r} is outside hosts 1..{len(names)}")
     return list(names[first - 1 : last])
@@ -79,8 +81,9 @@ def ssh_common_args(known_hosts: Path) -> str:
     )
 
 
-def render_inventory(fleet_name: str, hosts: Sequence[Host], groups: Mapping[str, Sequence[str]],
-                     private_key: Path, known_hosts: Path) -> str:  # fmt: skip
+def render_inventory(
+    fleet_name: str, hosts: Sequence[Host], groups: Mapping[str, Sequence[str]], private_key: Path, known_hosts: Path
+) -> str:
     """YAML inventory; connection vars are per host so they never apply to localhost plays."""
     q = json.dumps  # a JSON string is a valid YAML scalar
     common = ssh_common_args(known_hosts)

@@ -104,9 +104,11 @@ def pick_free_subnet() -> int:
 def check_subnet_free(k: int) -> None:
     problem = subnet_problem(k)
     if problem:
+        owner = bridge_owner(k) if bridge_ports(k) else ""
+        destroy = f"python3 -m tests.harness destroy --state-dir {owner if owner.startswith('/') else 'DIR'}"
         raise HarnessError(
-            f"{problem}; destroy that fleet (python3 -m tests.harness destroy --state-dir DIR), "
-            f"clean up with `python3 -m tests.harness sweep --subnet-index {k}`, or use another --subnet-index"
+            f"{problem}; destroy that fleet ({destroy}), clean up leftovers with "
+            f"`python3 -m tests.harness sweep --subnet-index {k}`, or use another --subnet-index"
         )
 
 

@@ -37,8 +37,9 @@ class FleetFactory:
         self.fleets: list[Fleet] = []
         self._serial = itertools.count(1)
 
-    def __call__(self, name: str = "t", hosts: int = 3, groups: GroupSpec = None,
-                 subnet_index: int | str = "auto") -> Fleet:  # fmt: skip
+    def __call__(
+        self, name: str = "t", hosts: int = 3, groups: GroupSpec = None, subnet_index: int | str = "auto"
+    ) -> Fleet:
         state_dir = self.base_dir / f"{name}-{next(self._serial)}"
         fleet = Fleet(name, hosts, state_dir, subnet_index=subnet_index, groups=groups)
         self.fleets.append(fleet)  # before create(): a failed create still gets a destroy

@@ -71,6 +71,19 @@ def run(argv: Sequence[str], *, stdin: str | None = None, check: bool = True) ->
     return done
 
 
+def ssh_keygen(path: Path, comment: str) -> subprocess.Popen:
+    """Start generating an ed25519 key pair without passphrase at path (+ .pub); caller waits."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".pub").unlink(missing_ok=True)
+    return subprocess.Popen(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @contextlib.contextmanager
 def global_lock() -> Iterator[None]:
     """Serialize creates/destroys on this machine (bridges and subnets are shared resources)."""

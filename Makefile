@@ -1,0 +1,116 @@
+# mtls.rollout — development tasks. `make help` lists them; docs/development.md explains them.
+#
+#   make venv     .venv from requirements.txt (+ the collection link below); instant when up to date
+#   make test     lint, sanity, then pytest over tests/ (unit, integration, e2e): THE test command
+#   make lint     ansible-lint, production profile, over roles/ and playbooks/
+#   make sanity   ansible-test sanity on a staged copy of the collection
+#   make pytest   only the pytest part of `make test`
+#   make build    ansible-galaxy collection build into .cache/build/
+#   make run      the main job: ansible-playbook -i inventory/local.yml mtls.rollout.site
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+PYTHON ?= python3
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements.stamp
+CACHE := $(ROOT)/.cache
+
+# The checkout, linked where Ansible looks for collections (tests/conftest.py makes the same link).
+COLLECTIONS := $(CACHE)/collections
+LINK := $(COLLECTIONS)/ansible_collections/mtls/rollout
+
+# ansible-test needs the collection under .../ansible_collections/mtls/rollout as a real directory
+# (it resolves symlinks), so sanity runs on a staged copy of the source files.
+SANITY_DIR := $(CACHE)/sanity/ansible_collections/mtls/rollout
+SANITY_PYTHON ?= 3.11
+BUILD_DIR := $(CACHE)/build
+BUILD_STAGE := $(CACHE)/build-stage/ansible_collections/mtls/rollout
+
+# Unit tests are pure and run on PYTEST_WORKERS processes (pytest-xdist); integration and e2e tests
+# (ansible-playbook runs, network namespaces, sshd, nginx) run after them, one at a time.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+PYTEST_OUT := $(CACHE)/pytest
+
+INVENTORY ?= inventory/local.yml
+PLAYBOOK ?= mtls.rollout.site
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv link test lint sanity pytest build run clean
+
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+venv: $(STAMP) link
+
+$(STAMP): $(ROOT)/requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r $(ROOT)/requirements.txt
+	@touch $@
+
+link:
+	@if [ "$$(readlink $(LINK) 2>/dev/null)" != "$(ROOT)" ]; then \
+	  mkdir -p $(dir $(LINK)) && rm -f $(LINK) && ln -s $(ROOT) $(LINK) && echo "linked $(LINK) -> $(ROOT)"; \
+	fi
+
+# Every step runs even when an earlier one fails, so one run reports all failures; the exit
+# status is non-zero when any failed.
+test: venv
+	@failed=""; \
+	$(MAKE) lint || failed="$$failed lint"; \
+	$(MAKE) sanity || failed="$$failed sanity"; \
+	$(MAKE) pytest || failed="$$failed pytest"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi
+
+lint: venv
+	@echo "== ansible-lint (profile production)"
+	@cd $(ROOT) && dirs=$$(for d in roles playbooks; do [ -n "$$(ls -A $$d 2>/dev/null)" ] && echo $$d; done; true); \
+	if [ -z "$$dirs" ]; then echo "nothing to lint yet (roles/ and playbooks/ are empty)"; exit 0; fi; \
+	ansible-lint --profile production $$dirs
+
+sanity: venv
+	@echo "== ansible-test sanity (Python $(SANITY_PYTHON), --venv)"
+	@$(ROOT)/.ci/stage-collection $(SANITY_DIR)
+	@# ansible-test lists files with git; a repository of its own keeps it from using the checkout's .gitignore
+	@test -d $(SANITY_DIR)/.git || git -C $(SANITY_DIR) init --quiet
+	@# --venv makes its virtualenvs without pip, then fetches a pip bootstrap script from a host this
+	@# machine cannot reach; the stand-in in .ci/ does the same with ensurepip + PyPI.
+	@pip_version=$$(python -c 'import re, ansible_test, os; p = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"); print(re.search(r"pip=.([0-9.]+).", open(p).read()).group(1))'); \
+	cache=$$HOME/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
+	if [ ! -f "$$cache" ] || grep -q 'mtls.rollout marker' "$$cache"; then \
+	  mkdir -p "$$(dirname "$$cache")" && cp $(ROOT)/.ci/ansible-test-get-pip.py "$$cache"; fi
+	@cd $(SANITY_DIR) && env -u ANSIBLE_COLLECTIONS_PATH \
+	  ansible-test sanity --venv --python $(SANITY_PYTHON) --color no 2>&1 \
+	  | grep -v "^WARNING: Location 'file:///opt/pypi" ; exit $${PIPESTATUS[0]}
+
+# Two pytest runs (parallel unit tests, then the rest one at a time) and one closing line that
+# adds them up. pytest exits 5 when it collects nothing, e.g. before the first unit test exists.
+pytest: venv
+	@cd $(ROOT); mkdir -p $(PYTEST_OUT); rm -f $(PYTEST_OUT)/*.xml; status=0; \
+	echo "== pytest tests/unit (-n $(PYTEST_WORKERS))"; \
+	python -m pytest tests/unit -n $(PYTEST_WORKERS) --junitxml=$(PYTEST_OUT)/unit.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	echo "== pytest tests/integration tests/e2e (serial)"; \
+	python -m pytest tests/integration tests/e2e --junitxml=$(PYTEST_OUT)/serial.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	python $(ROOT)/.ci/junit-total $(PYTEST_OUT)/unit.xml $(PYTEST_OUT)/serial.xml || status=1; \
+	exit $$status
+
+build: venv
+	@rm -rf $(BUILD_DIR) && mkdir -p $(BUILD_DIR)
+	@$(ROOT)/.ci/stage-collection $(BUILD_STAGE)
+	@cd $(BUILD_STAGE) && ansible-galaxy collection build --force --output-path $(BUILD_DIR) .
+	@python $(ROOT)/.ci/check-tarball $(BUILD_DIR)/mtls-rollout-*.tar.gz
+
+run: venv
+	cd $(ROOT) && ansible-playbook -i $(INVENTORY) $(PLAYBOOK)
+
+clean:
+	rm -rf $(CACHE)/sanity $(CACHE)/build $(CACHE)/build-stage $(PYTEST_OUT) $(ROOT)/tests/output

@@ -28,6 +28,9 @@ LINK := $(COLLECTIONS)/ansible_collections/mtls/rollout
 # (it resolves symlinks), so sanity runs on a staged copy of the source files.
 SANITY_DIR := $(CACHE)/sanity/ansible_collections/mtls/rollout
 SANITY_PYTHON ?= 3.11
+# Sanity covers what the collection runs (plugins, roles, playbooks, meta); the Python under tests/ is
+# test tooling, checked by running it. `make sanity SANITY_EXCLUDE=` includes it.
+SANITY_EXCLUDE ?= tests/
 BUILD_DIR := $(CACHE)/build
 BUILD_STAGE := $(CACHE)/build-stage/ansible_collections/mtls/rollout
 
@@ -87,9 +90,10 @@ sanity: venv
 	@pip_version=$$(python -c 'import re, ansible_test, os; p = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"); print(re.search(r"pip=.([0-9.]+).", open(p).read()).group(1))'); \
 	cache=$$HOME/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
 	if [ ! -f "$$cache" ] || grep -q 'mtls.rollout marker' "$$cache"; then \
-	  mkdir -p "$$(dirname "$$cache")" && cp $(ROOT)/.ci/ansible-test-get-pip.py "$$cache"; fi
+	  mkdir -p "$$(dirname "$$cache")" && cp $(ROOT)/.ci/ansible_test_get_pip.py "$$cache"; fi
 	@cd $(SANITY_DIR) && env -u ANSIBLE_COLLECTIONS_PATH \
-	  ansible-test sanity --venv --python $(SANITY_PYTHON) --color no 2>&1 \
+	  ansible-test sanity --venv --python $(SANITY_PYTHON) --color no \
+	    $(foreach path,$(SANITY_EXCLUDE),--exclude $(path)) 2>&1 \
 	  | grep -v "^WARNING: Location 'file:///opt/pypi" ; exit $${PIPESTATUS[0]}
 
 # Two pytest runs (parallel unit tests, then the rest one at a time) and one closing line that
@@ -100,14 +104,14 @@ pytest: venv
 	python -m pytest tests/unit -n $(PYTEST_WORKERS) --junitxml=$(PYTEST_OUT)/unit.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
 	echo "== pytest tests/integration tests/e2e (serial)"; \
 	python -m pytest tests/integration tests/e2e --junitxml=$(PYTEST_OUT)/serial.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
-	python $(ROOT)/.ci/junit-total $(PYTEST_OUT)/unit.xml $(PYTEST_OUT)/serial.xml || status=1; \
+	python $(ROOT)/.ci/junit_total.py $(PYTEST_OUT)/unit.xml $(PYTEST_OUT)/serial.xml || status=1; \
 	exit $$status
 
 build: venv
 	@rm -rf $(BUILD_DIR) && mkdir -p $(BUILD_DIR)
 	@$(ROOT)/.ci/stage-collection $(BUILD_STAGE)
 	@cd $(BUILD_STAGE) && ansible-galaxy collection build --force --output-path $(BUILD_DIR) .
-	@python $(ROOT)/.ci/check-tarball $(BUILD_DIR)/mtls-rollout-*.tar.gz
+	@python $(ROOT)/.ci/check_tarball.py $(BUILD_DIR)/mtls-rollout-*.tar.gz
 
 run: venv
 	cd $(ROOT) && ansible-playbook -i $(INVENTORY) $(PLAYBOOK)

@@ -62,7 +62,7 @@ def ensure_ca(store, spec, passphrase=None, issuer_passphrase=None, force=False,
             txn.changed(store.ca_path(spec.name, "chain.pem"), pem.to_pem(*above))
         txn.changed(store.ca_path(spec.name, "fullchain.pem"), pem.to_pem(cert, *above))
         changed = bool(txn.pending)
-        if changed:
+        if changed or store.read(store.index_path) != index.dumps():  # or only the index (reconcile)
             txn.write(store.index_path, index.dumps(), KEY_MODE)
             txn.commit()
         if not reasons and changed:

@@ -50,7 +50,8 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             pending = check and bool(p.reasons)
             derived = [] if pending else _stage_files(store, txn, auth, p, index, check)
             results.append(_result(store, p, before, derived, pending))
-        if txn.pending and not check:
+        # the index alone may have changed too: a certificate on disk it did not know (reconcile)
+        if not check and (txn.pending or store.read(store.index_path) != index.dumps()):
             txn.write(store.index_path, index.dumps(), KEY_MODE)
             txn.commit()
         return results
@@ -121,7 +122,9 @@ def _issue(p, auth, index, now):
 
 def _stage_files(store, txn, auth, p, index, check):
     """Stage every file of the leaf whose content must change; returns the names of derived files changed."""
-    path = lambda f: store.leaf_path(p.spec.name, f)  # noqa: E731
+    def path(filename):
+        return store.leaf_path(p.spec.name, filename)
+
     issued = bool(p.reasons) and not check
     if issued:
         txn.write(path("cert.pem"), pem.to_pem(p.cert))
@@ -196,7 +199,7 @@ def _result(store, p, before, derived, pending_issue):
         action, reasons = "updated", [f"{f} out of date" for f in derived]
     else:
         action, reasons = "unchanged", []
-    paths = {f.split(".")[0]: store.leaf_path(spec.name, f) for f in ("cert.pem", "key.pem", "chain.pem",
+    paths = {f.split(".", maxsplit=1)[0]: store.leaf_path(spec.name, f) for f in ("cert.pem", "key.pem", "chain.pem",
                                                                       "fullchain.pem", "ca.pem")}
     if spec.pkcs12 is not None:
         paths["pkcs12"] = store.leaf_path(spec.name, "bundle.p12")

@@ -36,7 +36,7 @@ class Subject:
 
     @classmethod
     def from_x509(cls, name):
-        by_oid = {oid: k for k, (oid, _) in SUBJECT_FIELDS.items()}
+        by_oid = {oid: k for k, (oid, _limit) in SUBJECT_FIELDS.items()}
         found = {by_oid.get(a.oid, a.oid.dotted_string): a.value for a in name}
         return cls(tuple((k, found[k]) for k in SUBJECT_FIELDS if k in found))
 
@@ -48,7 +48,7 @@ def subject(data, what):
         raise PkiError(f"unknown subject field(s) {', '.join(unknown)} in {what}: valid fields are "
                        f"{', '.join(SUBJECT_FIELDS)}")
     attrs = []
-    for key, (_, limit) in SUBJECT_FIELDS.items():
+    for key, (_oid, limit) in SUBJECT_FIELDS.items():
         value = data.get(key)
         if value in (None, ""):
             continue

@@ -134,7 +134,7 @@ class Transaction:
     def commit(self):
         temps, done, made = [], [], []  # done: (path, (data, mode) before, or None when it did not exist)
         try:
-            removals = [p for p, (data, _) in self.pending.items() if data is None]
+            removals = [p for p, (data, _mode) in self.pending.items() if data is None]
             for path, (data, mode) in self.pending.items():
                 if data is None:
                     continue
@@ -151,10 +151,10 @@ class Transaction:
                 if old is not None:
                     os.unlink(path)
                     done.append((path, old))
-            for d in {os.path.dirname(p) for _, p in temps} | {os.path.dirname(p) for p in removals}:
+            for d in {os.path.dirname(p) for _tmp, p in temps} | {os.path.dirname(p) for p in removals}:
                 _fsync_dir(d)
         except BaseException:
-            for tmp, _ in temps:
+            for tmp, _path in temps:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
             for path, old in reversed(done):

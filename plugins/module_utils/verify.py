@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from . import keys, pem
+from . import keys, names, pem
 
 PURPOSE_EKU = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
 
@@ -26,6 +26,7 @@ def verify(cert, purpose, anchors, intermediates=(), hostname=None, ip=None, key
            now=None):
     """Returns {valid, chain, depth, not_after, days_remaining, problems, method}; ``key`` is a private key."""
     now = now or pem.utcnow()
+    hostname = names.dns_name(hostname, allow_wildcard=False) if hostname else None  # 'WEB.Example.com.' too
     problems = _leaf_problems(cert, purpose, hostname, ip, key, min_days, now)
     chain, method = [], "cryptography.x509.verification"
     if not anchors:
@@ -38,7 +39,7 @@ def verify(cert, purpose, anchors, intermediates=(), hostname=None, ip=None, key
             problems.append(err)
     else:
         chain, err = _webpki(cert, purpose, anchors, intermediates, hostname, ip, now)
-        if err and not any(p["code"] in ("expired", "not_yet_valid", "wrong_purpose", "name_mismatch")
+        if err and not any(p["code"] in ("expired", "not_yet_valid", "wrong_purpose", "name_mismatch", "ip_mismatch")
                            for p in problems):
             problems.append(err)
     return {"valid": not problems, "chain": [c.subject.rfc4514_string() for c in chain],
@@ -67,13 +68,13 @@ def _leaf_problems(cert, purpose, hostname, ip, key, min_days, now):
                                               f"key usage is {have}): issue it with profile '{purpose}' or 'both'"))
     names = pem.san(cert)
     if hostname and not any(k == "dns" and _dns_match(v, hostname.lower().rstrip(".")) for k, v in names):
-        listed = ", ".join(sorted(v for _, v in names)) or "none"
+        listed = ", ".join(sorted(v for _kind, v in names)) or "none"
         found.append(problem("name_mismatch", f"{hostname} is not in the certificate's subject alternative names "
                                               f"({listed}): add it to the SAN (dns) and re-issue"))
     if ip:
         address = ipaddress.ip_address(ip)
         if ("ip", str(address)) not in names:
-            listed = ", ".join(sorted(v for _, v in names)) or "none"
+            listed = ", ".join(sorted(v for _kind, v in names)) or "none"
             found.append(problem("ip_mismatch", f"IP address {address} is not in the certificate's subject "
                                                 f"alternative names ({listed}): access by IP needs the address "
                                                 f"in the SAN (ip) - add it and re-issue"))
@@ -89,7 +90,7 @@ def _leaf_problems(cert, purpose, hostname, ip, key, min_days, now):
 
 def _dns_match(pattern, name):
     if pattern.startswith("*."):
-        head, _, rest = name.partition(".")
+        head, _dot, rest = name.partition(".")
         return bool(head) and rest == pattern[2:]
     return pattern == name
 
@@ -143,7 +144,7 @@ def _explain(message, cert, anchors, intermediates, now):
 def _unsigned_link(cert, anchors, intermediates):
     """The first certificate walking up from ``cert`` that no given CA signed, or None if a path reaches an anchor."""
     pool, current = [*intermediates, *anchors], cert
-    for _ in range(10):
+    for _step in range(10):
         if current in anchors:
             return None
         parent = next((c for c in pool if c.subject == current.issuer and c != current and _signed_by(current, c)), None)
@@ -164,7 +165,7 @@ def _signed_by(cert, ca):
 def _linkwise(cert, intermediates, anchors, now):
     pool = list(intermediates) + list(anchors)
     chain, current = [cert], cert
-    for _ in range(10):
+    for _step in range(10):
         if any(current == a for a in anchors):
             return chain, None
         parent = next((c for c in pool if c.subject == current.issuer and c != current), None)

@@ -19,7 +19,7 @@ description:
     issued earlier keep verifying."
   - Writes C(ca/<name>/cert.pem), C(key.pem) (encrypted when O(passphrase) is set), C(chain.pem) (the CAs
     above it up to the root; not written for a root) and C(fullchain.pem) (this CA then C(chain.pem)).
-author: mtls.rollout maintainers
+author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
   - mtls.rollout.store.subject
@@ -178,12 +178,21 @@ warnings:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+import traceback
 
-from ansible_collections.mtls.rollout.plugins.module_utils import module_args, specs
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+
+try:  # the PKI engine needs the cryptography library on the control node
+    from ansible_collections.mtls.rollout.plugins.module_utils import specs
+    from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca
+except ImportError:
+    ENGINE_IMPORT_ERROR = traceback.format_exc()
+else:
+    ENGINE_IMPORT_ERROR = None
 
 
 def main():
@@ -212,6 +221,8 @@ def main():
         },
         supports_check_mode=True,
     )
+    if ENGINE_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
     try:
         spec = specs.ca_spec(p["name"], p["subject"], p["issuer"], p["key_type"], p["key_size"], p["curve"],

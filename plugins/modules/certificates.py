@@ -22,7 +22,7 @@ description:
     V(due: N days left), V(expired), V(forced). The key is kept on re-issue unless the key type changed or
     O(certificates[].rotate_key) is set. Otherwise nothing is touched and no key is generated or signed."
   - A leaf never outlives its issuer - its lifetime is clipped to the issuer's expiry, with a warning.
-author: mtls.rollout maintainers
+author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
 attributes:
@@ -209,12 +209,21 @@ summary:
   sample: {issued: 2, renewed: 1, updated: 0, unchanged: 997}
 """
 
-from ansible.module_utils.basic import AnsibleModule
+import traceback
 
-from ansible_collections.mtls.rollout.plugins.module_utils import module_args, specs
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+
+try:  # the PKI engine needs the cryptography library on the control node
+    from ansible_collections.mtls.rollout.plugins.module_utils import specs
+    from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves
+except ImportError:
+    ENGINE_IMPORT_ERROR = traceback.format_exc()
+else:
+    ENGINE_IMPORT_ERROR = None
 
 PKCS12 = {"type": "dict", "options": {
     "password": {"type": "str", "no_log": True},
@@ -254,6 +263,8 @@ def main():
         },
         supports_check_mode=True,
     )
+    if ENGINE_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
     defaults = p["defaults"] or {}
     if isinstance(defaults.get("pkcs12"), dict) and defaults["pkcs12"].get("password"):

@@ -15,7 +15,7 @@ description:
     so a running service keeps its working configuration.
   - One module run for the whole set, instead of a copy/template task (and its round trips) per file.
   - Runs on the managed host; needs only the Python standard library there.
-author: mtls.rollout maintainers
+author: mtls.rollout maintainers (!UNKNOWN)
 attributes:
   check_mode:
     support: full

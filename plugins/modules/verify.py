@@ -16,7 +16,7 @@ description:
     Chains with Ed25519 keys, which that policy does not accept, are checked link by link instead, as
     RV(method) says.
   - Never fails because the certificate is invalid unless O(fail_on_invalid) is set; read RV(valid) and RV(problems).
-author: mtls.rollout maintainers
+author: mtls.rollout maintainers (!UNKNOWN)
 attributes:
   check_mode:
     support: full
@@ -123,11 +123,20 @@ serial:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+import traceback
 
-from ansible_collections.mtls.rollout.plugins.module_utils import keys, names, pem
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.mtls.rollout.plugins.module_utils import names
 from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
-from ansible_collections.mtls.rollout.plugins.module_utils.verify import verify
+
+try:  # the PKI engine needs the cryptography library on the control node
+    from ansible_collections.mtls.rollout.plugins.module_utils import keys, pem
+    from ansible_collections.mtls.rollout.plugins.module_utils.verify import verify
+except ImportError:
+    ENGINE_IMPORT_ERROR = traceback.format_exc()
+else:
+    ENGINE_IMPORT_ERROR = None
 
 
 def _read(module, path):
@@ -158,6 +167,8 @@ def main():
         mutually_exclusive=[("certificate", "certificate_content")],
         supports_check_mode=True,
     )
+    if ENGINE_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
     try:
         where = p["certificate"] or "certificate_content"

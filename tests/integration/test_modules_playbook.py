@@ -14,6 +14,7 @@ mtls.rollout.certificates and mtls.rollout.verify:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -60,7 +62,7 @@ def _run(argv, env, cwd, timeout=600):
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """(collections path, env, tarball): the collection built from this checkout and installed."""
+    """The collection built from this checkout and installed: .collections, .env, .tarball."""
     base = tmp_path_factory.mktemp("collection")
     stage = base / "stage" / "ansible_collections" / "mtls" / "rollout"
     subprocess.run([str(ROOT / ".ci" / "stage-collection"), str(stage)], check=True, capture_output=True)
@@ -77,24 +79,24 @@ def installed(tmp_path_factory):
                     str(tarballs[0])], env, base)
     assert rc == 0, out
     assert (collections / "ansible_collections" / "mtls" / "rollout" / "MANIFEST.json").is_file(), out
-    return collections, env, tarballs[0]
+    return SimpleNamespace(collections=collections, env=env, tarball=tarballs[0])
 
 
 def test_tarball_ships_no_secrets_or_caches(installed):
-    _, _, tarball = installed
+    tarball = installed.tarball
     with tarfile.open(tarball) as tar:
         names = tar.getnames()
     assert "galaxy.yml" not in names and "MANIFEST.json" in names
     for module in MODULES:
         assert f"plugins/modules/{module}.py" in names
-    proc = subprocess.run([sys.executable, str(ROOT / ".ci" / "check-tarball"), str(tarball)],
+    proc = subprocess.run([sys.executable, str(ROOT / ".ci" / "check_tarball.py"), str(tarball)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_from_installed_build(installed, module, tmp_path):
-    _, env, _ = installed
+    env = installed.env
     rc, out = _run(["ansible-doc", f"mtls.rollout.{module}"], env, tmp_path)
     assert rc == 0, out
     assert f"mtls.rollout.{module}" in out.lower()
@@ -216,8 +218,6 @@ def _recap(output):
 
 def _snapshot(root: Path):
     """Every file under ``root`` with its size, mtime and a digest of its content."""
-    import hashlib
-
     found = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
@@ -232,7 +232,7 @@ def _by_name(result):
 
 
 def test_playbook_idempotent_check_diff_reissue_and_no_secrets(installed, tmp_path):
-    _, env, _ = installed
+    env = installed.env
     pki, results = tmp_path / "pki", tmp_path / "results.json"
     secrets_used = {
         "ca_passphrase": "ca-" + secrets.token_hex(12),
@@ -295,7 +295,7 @@ def test_playbook_idempotent_check_diff_reissue_and_no_secrets(installed, tmp_pa
     assert "certs/web/cert.pem" in touched
 
     # 5. and then it is idempotent again
-    out, _ = play(extra=extra)
+    out = play(extra=extra)[0]
     assert _recap(out)["changed"] == 0, out
 
     # no key material, passphrase or password in any output, -vvv included

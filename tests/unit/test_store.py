@@ -252,10 +252,26 @@ def test_lost_index_is_reconciled_from_the_files(pki):
     serial = pem.serial_hex(leaf_cert(pki, "web"))
     os.unlink(pki.index_path)
     results = issue(pki, "int", ITEMS)
-    assert {r["action"] for r in results} == {"updated"}  # the bundle metadata is rebuilt
+    assert [(r["name"], r["action"]) for r in results] == [("web", "updated"), ("alice", "unchanged")]
     record = pki.load_index().current("leaf", "web")
     assert (record["serial"], record["reason"]) == (serial, "recorded")
     assert pki.load_index().has_serial("int", serial)
+
+
+def test_reconciled_index_is_saved_even_when_no_file_changes(pki):
+    issue(pki, "int", ITEMS[1:])
+    serial = pem.serial_hex(leaf_cert(pki, "alice"))
+    os.unlink(pki.index_path)
+    assert issue(pki, "int", ITEMS[1:])[0]["action"] == "unchanged"
+    index = pki.load_index()  # written to disk, not only reconciled in memory
+    assert index.has_serial("int", serial)
+    assert [(r["kind"], r["name"]) for r in index.records] == [("leaf", "alice")]
+    assert make_ca(pki, "root")["action"] == make_ca(pki, "int", "root")["action"] == "unchanged"
+    assert [(r["kind"], r["name"]) for r in pki.load_index().records] == [("leaf", "alice"), ("ca", "root"), ("ca", "int")]
+    before = snapshot(pki.root)
+    issue(pki, "int", ITEMS[1:])
+    make_ca(pki, "int", "root")
+    assert snapshot(pki.root) == before
 
 
 def test_index_dump_is_stable(pki):

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Fail when a built collection tarball holds something that must never ship.
 
 Checks member names (virtualenvs, caches, test output, generated PKI: keys, PKCS#12 bundles) and
-contents (PEM private keys). usage: check-tarball mtls-rollout-X.Y.Z.tar.gz
+contents (PEM private keys). usage: python check_tarball.py mtls-rollout-X.Y.Z.tar.gz
 """
 
 import fnmatch
@@ -51,4 +50,4 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]) if sys.argv[1:] else "usage: check-tarball TARBALL...")
+    sys.exit(main(sys.argv[1:]) if sys.argv[1:] else "usage: python check_tarball.py TARBALL...")

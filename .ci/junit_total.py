@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Print one closing line that adds up pytest JUnit XML reports: 'pytest: N passed, N failed, N skipped'.
 
-usage: junit-total REPORT.xml...   (missing reports are skipped; exit 1 when a test failed or errored)
+usage: python junit_total.py REPORT.xml...   (missing reports are skipped; exit 1 when a test failed or errored)
 """
 
 import os

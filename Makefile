@@ -78,7 +78,7 @@ lint: venv
 	@echo "== ansible-lint (profile production)"
 	@cd $(ROOT) && dirs=$$(for d in roles playbooks; do [ -n "$$(ls -A $$d 2>/dev/null)" ] && echo $$d; done; true); \
 	if [ -z "$$dirs" ]; then echo "nothing to lint yet (roles/ and playbooks/ are empty)"; exit 0; fi; \
-	ansible-lint --profile production $$dirs
+	ansible-lint --profile production $$([ -t 1 ] || echo --nocolor) $$dirs
 
 sanity: venv
 	@echo "== ansible-test sanity (Python $(SANITY_PYTHON), --venv)"

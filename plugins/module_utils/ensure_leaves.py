@@ -199,8 +199,8 @@ def _result(store, p, before, derived, pending_issue):
         action, reasons = "updated", [f"{f} out of date" for f in derived]
     else:
         action, reasons = "unchanged", []
-    paths = {f.split(".", maxsplit=1)[0]: store.leaf_path(spec.name, f) for f in ("cert.pem", "key.pem", "chain.pem",
-                                                                      "fullchain.pem", "ca.pem")}
+    paths = {f.split(".", maxsplit=1)[0]: store.leaf_path(spec.name, f)
+             for f in ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem")}
     if spec.pkcs12 is not None:
         paths["pkcs12"] = store.leaf_path(spec.name, "bundle.p12")
     result = {"name": spec.name, "changed": action != "unchanged", "action": action, "reasons": reasons,

@@ -15,7 +15,6 @@ from ansible_collections.mtls.rollout.plugins.module_utils import keys, pem, spe
 from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca
 from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves
 from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
-from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
 
 DAY = dt.timedelta(days=1)
 

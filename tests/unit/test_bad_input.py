@@ -82,8 +82,10 @@ def test_issuer_that_is_a_leaf(populated):
 def test_issuer_whose_files_are_a_leaf_certificate(populated):
     # a CA directory holding a certificate without CA:TRUE is refused too
     os.makedirs(populated.ca_path("fake"), mode=0o700)
-    with open(populated.leaf_path("good", "cert.pem"), "rb") as src, open(populated.ca_path("fake", "cert.pem"), "wb") as dst:
-        dst.write(src.read())
+    with open(populated.leaf_path("good", "cert.pem"), "rb") as src:
+        leaf = src.read()
+    with open(populated.ca_path("fake", "cert.pem"), "wb") as dst:
+        dst.write(leaf)
     assert_refused(populated, lambda: issue(populated, "fake", [{"name": "x", "dns": "x.example.com"}]),
                    "issuer 'fake' is not a CA", "basicConstraints", code="not_a_ca")
 
@@ -147,7 +149,8 @@ def test_corrupted_ca_key(populated):
     assert_refused(populated, lambda: make_ca(populated, "int", "root"), path, code="corrupt")
 
 
-@pytest.mark.parametrize("garbage", [b"", b"not a key", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
+@pytest.mark.parametrize("garbage", [b"", b"not a key",
+                                     b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
 def test_corrupted_leaf_key_is_never_overwritten(populated, garbage):
     path = populated.leaf_path("good", "key.pem")
     with open(path, "wb") as f:

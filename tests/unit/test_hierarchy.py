@@ -237,7 +237,8 @@ def test_encrypted_ca_key_is_pkcs8_and_opens_only_with_the_passphrase(deep_pki):
 def test_wrong_passphrase_is_named_and_changes_nothing(deep_pki):
     key_path = deep_pki.ca_path("int1", "key.pem")
     assert_refused(deep_pki, lambda: issue(deep_pki, "int1", [{"name": "w", "dns": "w.example.com"}],
-                                           passphrase="wrong"), f"wrong passphrase for {key_path}", code="bad_passphrase")
+                                           passphrase="wrong"),
+                   f"wrong passphrase for {key_path}", code="bad_passphrase")
     assert_refused(deep_pki, lambda: issue(deep_pki, "int1", [{"name": "w", "dns": "w.example.com"}]),
                    f"{key_path} is encrypted", code="passphrase_required")
     assert_refused(deep_pki, lambda: make_ca(deep_pki, "int1", "root", passphrase="wrong", path_length=1),

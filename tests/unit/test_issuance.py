@@ -92,7 +92,8 @@ def test_key_usage_per_key_type(pki, key, profile, expected):
 
 @pytest.mark.parametrize("item, check", [
     ({}, lambda k: isinstance(k, ec.EllipticCurvePublicKey) and k.curve.name == "secp256r1"),
-    ({"key_type": "ec", "curve": "P-384"}, lambda k: isinstance(k, ec.EllipticCurvePublicKey) and k.curve.name == "secp384r1"),
+    ({"key_type": "ec", "curve": "P-384"},
+     lambda k: isinstance(k, ec.EllipticCurvePublicKey) and k.curve.name == "secp384r1"),
     ({"key_type": "rsa", "key_size": 2048}, lambda k: isinstance(k, rsa.RSAPublicKey) and k.key_size == 2048),
     ({"key_type": "rsa", "key_size": 3072}, lambda k: isinstance(k, rsa.RSAPublicKey) and k.key_size == 3072),
     ({"key_type": "ed25519"}, lambda k: isinstance(k, ed25519.Ed25519PublicKey)),

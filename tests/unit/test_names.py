@@ -182,7 +182,8 @@ def test_subject_rejects(data, needles):
 
 
 def test_leaf_spec_defaults_and_cn_in_san():
-    spec = specs.leaf_spec({"name": "web", "common_name": "Web.Example.com", "dns": ["web.example.com", "alt.example.com"]})
+    spec = specs.leaf_spec({"name": "web", "common_name": "Web.Example.com",
+                            "dns": ["web.example.com", "alt.example.com"]})
     assert (spec.profile, str(spec.key), spec.valid_days, spec.pkcs12) == ("server", "ec P-256", 365, None)
     assert spec.dns == ("web.example.com", "alt.example.com")  # CN folded in, no duplicate
     spec = specs.leaf_spec({"name": "ipweb", "common_name": "192.0.2.7"})
@@ -202,7 +203,8 @@ def test_server_cn_must_be_a_name():
 
 def test_leaf_spec_merges_defaults_and_pkcs12():
     spec = specs.leaf_spec({"name": "c", "profile": "client", "common_name": "c", "pkcs12": {"friendly_name": "C"}},
-                           {"organization": "Acme", "key_type": "ed25519", "pkcs12": {"password": "pw", "encryption": "compat"}})
+                           {"organization": "Acme", "key_type": "ed25519",
+                            "pkcs12": {"password": "pw", "encryption": "compat"}})
     assert spec.key == keys.KeySpec("ed25519")
     assert dict(spec.subject.attrs)["organization"] == "Acme"
     assert spec.pkcs12 == specs.Pkcs12Spec(password="pw", encryption="compat", friendly_name="C", include_chain=True)
@@ -263,3 +265,13 @@ def test_name_constraints_normalised_to_rfc5280_form():
     assert nc.permitted_dns == ("example.com", "example.org")
     assert nc.excluded_ip == (ipaddress.ip_network("10.9.0.0/16"),)
     assert nc and not specs.NameConstraints()
+
+
+def test_flat_email_option_is_the_san_list_not_the_subject():
+    spec = specs.leaf_spec({"name": "bob", "profile": "client", "common_name": "bob",
+                            "email": ["bob@example.com", "b@Example.org"]})
+    assert spec.email == ("bob@example.com", "b@example.org")
+    assert dict(spec.subject.attrs) == {"common_name": "bob"}
+    spec = specs.leaf_spec({"name": "bob", "profile": "client", "subject": {"common_name": "bob",
+                                                                            "email": "bob@example.com"}})
+    assert dict(spec.subject.attrs)["email"] == "bob@example.com" and spec.email == ()

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_pkcs12
 
 from ansible_collections.mtls.rollout.plugins.module_utils import authority, build, keys, pem, pkcs12
-from pkitest import (DAY, assert_refused, by_name, ca_cert, issue, leaf_cert, make_ca, public, read_certs, read_key, snapshot,
-                     temp_files, utcnow)
+from pkitest import (DAY, assert_refused, by_name, ca_cert, issue, leaf_cert, make_ca, public, read_certs, read_key,
+                     snapshot, temp_files, utcnow)
 
 WEB = {"name": "web", "common_name": "web.example.com", "ip": ["10.0.0.1"]}
 ALICE = {"name": "alice", "profile": "client", "common_name": "alice"}
@@ -116,7 +116,8 @@ def test_reissue_reason_check_mode_and_key_policy(issued, name):
         mutate(store)
     items = [{**WEB, **web_over}, ALICE]
     kwargs = {"now": NOW, **kwargs}
-    key_before = read_key(store.leaf_path("web", "key.pem")) if os.path.exists(store.leaf_path("web", "key.pem")) else None
+    key_path = store.leaf_path("web", "key.pem")
+    key_before = read_key(key_path) if os.path.exists(key_path) else None
     alice_serial = leaf_cert(store, "alice").serial_number
 
     # check mode: the same actions and reasons, and not one byte (or mode) of the store changes

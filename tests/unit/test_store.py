@@ -267,7 +267,8 @@ def test_reconciled_index_is_saved_even_when_no_file_changes(pki):
     assert index.has_serial("int", serial)
     assert [(r["kind"], r["name"]) for r in index.records] == [("leaf", "alice")]
     assert make_ca(pki, "root")["action"] == make_ca(pki, "int", "root")["action"] == "unchanged"
-    assert [(r["kind"], r["name"]) for r in pki.load_index().records] == [("leaf", "alice"), ("ca", "root"), ("ca", "int")]
+    assert [(r["kind"], r["name"]) for r in pki.load_index().records] == [
+        ("leaf", "alice"), ("ca", "root"), ("ca", "int")]
     before = snapshot(pki.root)
     issue(pki, "int", ITEMS[1:])
     make_ca(pki, "int", "root")

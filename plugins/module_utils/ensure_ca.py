@@ -111,7 +111,7 @@ def _result(spec, store, action, reasons, cert, before):
     if spec.issuer is None:
         paths.pop("chain")
     result = {"name": spec.name, "changed": action != "unchanged", "action": action, "reasons": list(reasons),
-              "reason": "; ".join(reasons), "issuer": spec.issuer, "is_root": spec.issuer is None, "paths": paths,
+              "reason": "; ".join(reasons), "issuer_ca": spec.issuer, "is_root": spec.issuer is None, "paths": paths,
               "before": pem.facts(before) if before is not None else None}
     if cert is not None:
         result.update(pem.facts(cert))

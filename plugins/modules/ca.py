@@ -150,6 +150,14 @@ serial:
   description: Serial number in hex. Absent in check mode when a new certificate would be issued.
   returned: when a certificate exists
   type: str
+issuer_ca:
+  description: Name of the issuing CA in the store; null for a root.
+  returned: always
+  type: str
+is_root:
+  description: Whether this CA is a self-signed root.
+  returned: always
+  type: bool
 subject:
   description: Subject DN (RFC 4514).
   returned: when a certificate exists

@@ -1,12 +1,13 @@
 # mtls.rollout — development tasks. `make help` lists them; docs/development.md explains them.
 #
-#   make venv     .venv from requirements.txt (+ the collection link below); instant when up to date
+#   make venv     .venv from requirements.txt, and the checkout linked under .cache/collections; instant when up to date
 #   make test     lint, sanity, then pytest over tests/ (unit, integration, e2e): THE test command
 #   make lint     ansible-lint, production profile, over roles/ and playbooks/
 #   make sanity   ansible-test sanity on a staged copy of the collection
 #   make pytest   only the pytest part of `make test`
 #   make build    ansible-galaxy collection build into .cache/build/
 #   make run      the main job: ansible-playbook -i inventory/local.yml mtls.rollout.site
+#   make clean    remove staged copies, build output and test reports under .cache/
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -102,8 +103,9 @@ pytest: venv
 	@cd $(ROOT); mkdir -p $(PYTEST_OUT); rm -f $(PYTEST_OUT)/*.xml; status=0; \
 	echo "== pytest tests/unit (-n $(PYTEST_WORKERS))"; \
 	python -m pytest tests/unit -n $(PYTEST_WORKERS) --junitxml=$(PYTEST_OUT)/unit.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
-	echo "== pytest tests/integration tests/e2e (serial)"; \
-	python -m pytest tests/integration tests/e2e --junitxml=$(PYTEST_OUT)/serial.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	serial=$$(for d in tests/integration tests/e2e; do [ -d $$d ] && echo $$d; done; true); \
+	echo "== pytest" $$serial "(serial)"; \
+	python -m pytest $$serial --junitxml=$(PYTEST_OUT)/serial.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
 	python $(ROOT)/.ci/junit_total.py $(PYTEST_OUT)/unit.xml $(PYTEST_OUT)/serial.xml || status=1; \
 	exit $$status
 

@@ -15,9 +15,10 @@ from tests.e2e.helpers import ROOT, recap
 from tests.harness.fleet import destroy as destroy_fleet
 from tests.harness.pytest_fixture import harness_skip_reason
 
-SCENARIO = Path(ROOT, "molecule", "default")
 HOSTS = ["localhost", "mol-1", "mol-2", "mol-3"]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# molecule writes "[default > step] Executing" without colours, "default \u279c step: Executing" with them
+ARROW = "(?:>|\u279c)"
 TIMEOUT = 600
 
 
@@ -57,7 +58,7 @@ def molecule_env(tmp_path):
 def _sections(output):
     """{step: output of that step} from molecule's 'INFO [default > STEP] Executing' markers."""
     found = {}
-    marks = list(re.finditer(r"^INFO\s+\[default > (\w+)\] Executing\s*$", output, re.M))
+    marks = list(re.finditer(rf"^INFO\s+\[?default {ARROW} (\w+)\]?:? Executing\s*$", output, re.M))
     for mark, following in zip(marks, marks[1:] + [None]):
         found.setdefault(mark.group(1), []).append(output[mark.end():following.start() if following else None])
     return found
@@ -84,7 +85,7 @@ def test_molecule_test_passes_with_an_idempotent_second_converge(molecule_env):
     steps = _sections(out)
     for step in ("create", "converge", "idempotence", "verify", "destroy"):
         assert step in steps, f"molecule test did not run {step}:\n{out[-4000:]}"
-        assert re.search(rf"^default > {step}: Executed: Successful", out, re.M), f"{step}:\n{out[-4000:]}"
+        assert re.search(rf"^default {ARROW} {step}: Executed: Successful", out, re.M), f"{step}:\n{out[-4000:]}"
 
     first = recap(steps["converge"][0])
     assert sorted(first) == HOSTS, first

@@ -13,4 +13,5 @@ class FilterModule:
             "server_certificates": fleet.server_certificates,
             "client_certificates": fleet.client_certificates,
             "verify_depth": fleet.verify_depth,
+            "pem_bundle": fleet.pem_bundle,
         }

@@ -4,6 +4,7 @@ import ipaddress
 import re
 
 _CERT = re.compile(r"-----BEGIN CERTIFICATE-----")
+_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----")
 
 
 def is_ip(value):
@@ -60,3 +61,11 @@ def verify_depth(bundles):
     if isinstance(bundles, str):
         bundles = [bundles]
     return max([1] + [len(_CERT.findall(b)) - 1 for b in bundles])
+
+
+def pem_bundle(texts):
+    """One PEM bundle of every distinct certificate in ``texts`` (a CA file for nginx), in order."""
+    if isinstance(texts, str):
+        texts = [texts]
+    blocks = dict.fromkeys(b for t in texts for b in _BLOCK.findall(t))
+    return "".join(b + "\n" for b in blocks)

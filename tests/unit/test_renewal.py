@@ -384,3 +384,27 @@ def test_ca_key_mismatch_is_detected(pki):
         f.write(keys.to_pem(keys.generate(keys.key_spec())))
     assert_refused(pki, lambda: issue(pki, "int", [WEB]), pki.ca_path("int", "key.pem"), "does not match",
                    code="key_mismatch")
+
+
+def test_due_intermediate_renewed_with_overlap_old_leaves_keep_verifying(store):
+    """An intermediate inside its renewal window is re-issued with the same key and subject, so leaves
+    issued under the old certificate still verify against the new one (overlap), and no leaf outlives it."""
+    import datetime as dt
+    import subprocess
+    from pkitest import issue, make_ca, utcnow
+    now = utcnow()
+    make_ca(store, "root", now=now - dt.timedelta(days=400))
+    make_ca(store, "int", "root", valid_days=450, now=now - dt.timedelta(days=400))  # 50 days left: due
+    issue(store, "int", [{"name": "old", "profile": "client", "common_name": "old", "valid_days": 30}], now=now)
+    old_leaf = open(store.leaf_path("old", "cert.pem"), "rb").read()
+    result = make_ca(store, "int", "root", valid_days=450, now=now)
+    assert result["action"] == "renewed" and result["reason"].startswith("due:")
+    new_int = store.ca_path("int", "cert.pem")
+    leaf_file = store.ca_path("int", "old-leaf.pem")
+    with open(leaf_file, "wb") as f:
+        f.write(old_leaf)
+    proc = subprocess.run(["openssl", "verify", "-CAfile", store.ca_path("root", "cert.pem"), "-untrusted", new_int,
+                           leaf_file], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    leaves = issue(store, "int", [{"name": "new", "profile": "client", "common_name": "new", "valid_days": 900}])
+    assert leaves[0]["not_after"] <= result["not_after"] and leaves[0]["warnings"]

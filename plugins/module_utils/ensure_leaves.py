@@ -21,6 +21,8 @@ class Plan:
     reasons: list = field(default_factory=list)
     new_key: bool = False
     warnings: list = field(default_factory=list)
+    bundle_change: object = None  # 'bundle.p12' when the bundle is (re)written or removed
+    bundle_data: bytes = None  # the new bundle, serialized by _build_bundles
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
@@ -42,11 +44,16 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             for p in issuing:
                 _check_constraints(auth, p.spec)
         txn = store.transaction()
+        befores = [p.cert for p in plans]
+        if not check:
+            for p in plans:
+                if p.reasons:
+                    _issue(p, auth, index, now)
+                else:
+                    issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
+            _build_bundles(store, auth, plans, index)
         results = []
-        for p in plans:
-            before = p.cert
-            if p.reasons and not check:
-                _issue(p, auth, index, now)
+        for p, before in zip(plans, befores):
             pending = check and bool(p.reasons)
             derived = [] if pending else _stage_files(store, txn, auth, p, index, check)
             results.append(_result(store, p, before, derived, pending))
@@ -130,8 +137,6 @@ def _stage_files(store, txn, auth, p, index, check):
         txn.write(path("cert.pem"), pem.to_pem(p.cert))
         if p.new_key:
             txn.write(path("key.pem"), keys.to_pem(p.key), KEY_MODE)
-    elif not check:
-        issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
     derived = []
     for f, data in (("chain.pem", pem.to_pem(*auth.intermediates)),
                     ("fullchain.pem", pem.to_pem(p.cert, *auth.intermediates)), ("ca.pem", pem.to_pem(auth.root))):
@@ -139,12 +144,24 @@ def _stage_files(store, txn, auth, p, index, check):
             derived.append(f)
             if not check:
                 txn.write(path(f), data)
-    bundle = _bundle_change(store, p, index, issued, auth)
+    bundle = p.bundle_change if not check else _bundle_change(store, p, index, issued, auth)
     if bundle:
         derived.append(bundle)
         if not check:
             _stage_bundle(txn, path("bundle.p12"), p, auth, index)
     return derived
+
+
+def _build_bundles(store, auth, plans, index):
+    """Decide which bundles change and serialize the new ones in one batch (in parallel when many)."""
+    jobs = []
+    for p in plans:
+        p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
+        if p.bundle_change and p.spec.pkcs12 is not None:
+            jobs.append(p)
+    for p, data in zip(jobs, pkcs12.bundles([(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root])
+                                              for p in jobs])):
+        p.bundle_data = data
 
 
 def _settings_digest(spec, salt):
@@ -181,7 +198,7 @@ def _stage_bundle(txn, path, p, auth, index):
         txn.remove(path)
         index.bundles.pop(p.spec.name, None)
         return
-    data = pkcs12.bundle(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root])
+    data = p.bundle_data
     salt = os.urandom(16).hex()
     index.bundles[p.spec.name] = {"cert": pem.fingerprint(p.cert), "chain": _chain_digest(auth),
                                   "sha256": hashlib.sha256(data).hexdigest(),

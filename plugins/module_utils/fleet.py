@@ -48,6 +48,8 @@ def client_certificates(hosts, hostvars, identities=()):
         password = hv.get("mtls_client_pkcs12_password")
         if password:
             cert["pkcs12"] = {"password": password, "encryption": hv.get("mtls_client_pkcs12_encryption") or "modern"}
+            if hv.get("mtls_client_pkcs12_friendly_name"):  # the name browsers and keychains show
+                cert["pkcs12"]["friendly_name"] = hv["mtls_client_pkcs12_friendly_name"]
         cert.update(hv.get("mtls_client_certificate") or {})
         out.append(cert)
     for identity in identities or ():

@@ -3,13 +3,17 @@
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
+import sys
 import time
 
 from .errors import PkiError
 
 DIR_MODE, KEY_MODE, PUBLIC_MODE = 0o700, 0o600, 0o644
+# From this many staged files on, a commit syncs each filesystem once (syncfs) instead of every file.
+BATCH_SYNC_MIN = 64
 LEAF_FILES = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem", "bundle.p12")
 CA_FILES = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "crl.pem")
 
@@ -89,11 +93,26 @@ class Index:
 
     def add(self, record):
         """Record an issuance; the previous current certificate of the same name is superseded."""
-        for old in self.records:
-            if old["kind"] == record["kind"] and old["name"] == record["name"] and old["status"] == "valid":
+        by_name = self._by_name()
+        key = (record["kind"], record["name"])
+        for old in by_name.get(key, ()):
+            if old["status"] == "valid":
                 old["status"] = "superseded"
         self.records.append(record)
+        by_name[key] = [record]  # the others are superseded (or revoked): never "valid" again
+        self._by_name_len = len(self.records)
         self._serials.add((record["issuer"], record["serial"]))
+
+    def _by_name(self):
+        """{(kind, name): records that may still be "valid"}, so ``add`` stays O(1) when a run issues
+        thousands of certificates; rebuilt whenever ``records`` was replaced or grown by someone else."""
+        if getattr(self, "_by_name_of", None) is not self.records or self._by_name_len != len(self.records):
+            self._by_name_map = {}
+            for r in self.records:
+                if r.get("status") == "valid":
+                    self._by_name_map.setdefault((r["kind"], r["name"]), []).append(r)
+            self._by_name_of, self._by_name_len = self.records, len(self.records)
+        return self._by_name_map
 
     def current(self, kind, name):
         for r in reversed(self.records):
@@ -135,11 +154,21 @@ class Transaction:
         temps, done, made = [], [], []  # done: (path, (data, mode) before, or None when it did not exist)
         try:
             removals = [p for p, (data, _mode) in self.pending.items() if data is None]
+            # A large transaction (e.g. a thousand leaves) syncs once per filesystem instead of once per
+            # file: the same guarantee (every temp file on disk before the first rename, every rename on
+            # disk before commit returns) for one flush instead of thousands.
+            batch = len(self.pending) >= BATCH_SYNC_MIN and _syncfs() is not None
+            dirs = set()
             for path, (data, mode) in self.pending.items():
                 if data is None:
                     continue
-                made += _makedirs(os.path.dirname(path))
-                temps.append((_write_temp(path, data, mode), path))
+                parent = os.path.dirname(path)
+                if parent not in dirs:
+                    made += _makedirs(parent)
+                    dirs.add(parent)
+                temps.append((_write_temp(path, data, mode, sync=not batch), path))
+            if batch:
+                _sync_filesystems(dirs)
             # Keys first: a crash (no rollback) between renames leaves at worst a certificate that does not
             # match its key, which the next run detects (key_mismatch) and mends.
             for tmp, path in sorted(temps, key=lambda t: not t[1].endswith("key.pem")):
@@ -151,8 +180,12 @@ class Transaction:
                 if old is not None:
                     os.unlink(path)
                     done.append((path, old))
-            for d in {os.path.dirname(p) for _tmp, p in temps} | {os.path.dirname(p) for p in removals}:
-                _fsync_dir(d)
+            dirs |= {os.path.dirname(p) for p in removals}
+            if batch:
+                _sync_filesystems(dirs)
+            else:
+                for d in dirs:
+                    _fsync_dir(d)
         except BaseException:
             for tmp, _path in temps:
                 with contextlib.suppress(OSError):
@@ -175,15 +208,17 @@ class Transaction:
         return None if data is None else (data, os.stat(path).st_mode & 0o777)
 
 
-def _write_temp(path, data, mode):
-    """Write ``data`` to a temp file next to ``path`` (mode set, fsynced); returns the temp path."""
+def _write_temp(path, data, mode, sync=True):
+    """Write ``data`` to a temp file next to ``path`` (mode set, fsynced unless the caller syncs the
+    whole batch); returns the temp path."""
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         try:
             os.fchmod(fd, mode)
             os.write(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException:
@@ -204,6 +239,39 @@ def _makedirs(path):
             os.mkdir(path, DIR_MODE)
             made.append(path)
     return made
+
+
+@functools.lru_cache(maxsize=None)
+def _syncfs():
+    """Linux syncfs(2) as a function of a directory path, or None where it is not available."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError, ImportError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+
+    def syncfs(path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if fn(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
+    return syncfs
+
+
+def _sync_filesystems(dirs):
+    """syncfs once for each filesystem holding one of ``dirs`` (a directory may be a mount point)."""
+    done = set()
+    for d in sorted(dirs):
+        dev = os.stat(d).st_dev
+        if dev not in done:
+            _syncfs()(d)
+            done.add(dev)
 
 
 def _fsync_dir(path):

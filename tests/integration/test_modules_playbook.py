@@ -29,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-MODULES = ("ca", "certificates", "verify")
+MODULES = ("ca", "certificates", "verify", "crl", "probe", "report", "install_files")
 
 
 def _env(collections: Path, home: Path) -> dict[str, str]:

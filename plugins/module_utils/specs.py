@@ -214,7 +214,7 @@ def leaf_spec(item, defaults=None):
         if value is None:
             continue
         if key == "pkcs12" and isinstance(value, dict) and isinstance(merged.get("pkcs12"), dict):
-            value = {**merged["pkcs12"], **value}
+            value = {**merged["pkcs12"], **{k: v for k, v in value.items() if v is not None}}
         merged[key] = value
     name = names.store_name(merged.get("name"), "certificate name")
     what = f"certificate {name!r}"
@@ -275,4 +275,4 @@ def _pkcs12_spec(data, what, name):
     password = data.get("password")
     password = "" if password is None else str(password)
     return Pkcs12Spec(password=password, encryption=enc, friendly_name=str(data.get("friendly_name") or name),
-                      include_chain=bool(data.get("include_chain", True)))
+                      include_chain=data.get("include_chain") is not False)

@@ -159,8 +159,8 @@ def _build_bundles(store, auth, plans, index):
         p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
         if p.bundle_change and p.spec.pkcs12 is not None:
             jobs.append(p)
-    for p, data in zip(jobs, pkcs12.bundles([(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root])
-                                              for p in jobs])):
+    chain = auth.intermediates + [auth.root]
+    for p, data in zip(jobs, pkcs12.bundles([(p.spec.pkcs12, p.key, p.cert, chain) for p in jobs])):
         p.bundle_data = data
 
 

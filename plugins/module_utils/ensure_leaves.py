@@ -22,7 +22,7 @@ class Plan:
     new_key: bool = False
     warnings: list = field(default_factory=list)
     bundle_change: object = None  # 'bundle.p12' when the bundle is (re)written or removed
-    bundle_data: bytes = None  # the new bundle, serialized by _build_bundles
+    bundle_data: bytes = None  # the new bundle, from the batch _start_bundles began
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
@@ -45,23 +45,40 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
                 _check_constraints(auth, p.spec)
         txn = store.transaction()
         befores = [p.cert for p in plans]
-        if not check:
+        batch = None
+        try:
+            if not check:
+                for p in plans:
+                    if p.reasons:
+                        _issue(p, auth, index, now)
+                    else:
+                        issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
+                batch = _start_bundles(store, auth, plans, index)
+            results = []
+            for p, before in zip(plans, befores):
+                pending = check and bool(p.reasons)
+                derived = [] if pending else _stage_files(store, txn, auth, p, index, check)
+                results.append(_result(store, p, before, derived, pending))
+            if check:
+                return results
+            if batch.parallel:
+                txn.prepare()  # write the other files while worker processes make the bundles
+            for p, data in zip(batch.plans, batch.get()):
+                p.bundle_data = data
             for p in plans:
-                if p.reasons:
-                    _issue(p, auth, index, now)
-                else:
-                    issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
-            _build_bundles(store, auth, plans, index)
-        results = []
-        for p, before in zip(plans, befores):
-            pending = check and bool(p.reasons)
-            derived = [] if pending else _stage_files(store, txn, auth, p, index, check)
-            results.append(_result(store, p, before, derived, pending))
-        # the index alone may have changed too: a certificate on disk it did not know (reconcile)
-        if not check and (txn.pending or store.read(store.index_path) != index.dumps()):
-            txn.write(store.index_path, index.dumps(), KEY_MODE)
-            txn.commit()
-        return results
+                if p.bundle_change:
+                    _stage_bundle(txn, store.leaf_path(p.spec.name, "bundle.p12"), p, auth, index)
+            # the index alone may have changed too: a certificate on disk it did not know (reconcile)
+            if txn.pending or store.read(store.index_path) != index.dumps():
+                txn.write(store.index_path, index.dumps(), KEY_MODE)
+                txn.commit()
+            return results
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            if batch is not None:
+                batch.close()
 
 
 def _plan(store, auth, spec, renew_before_days, force, now):
@@ -146,22 +163,21 @@ def _stage_files(store, txn, auth, p, index, check):
                 txn.write(path(f), data)
     bundle = p.bundle_change if not check else _bundle_change(store, p, index, issued, auth)
     if bundle:
-        derived.append(bundle)
-        if not check:
-            _stage_bundle(txn, path("bundle.p12"), p, auth, index)
+        derived.append(bundle)  # staged by ensure_leaves once the batch of bundles is made
     return derived
 
 
-def _build_bundles(store, auth, plans, index):
-    """Decide which bundles change and serialize the new ones in one batch (in parallel when many)."""
+def _start_bundles(store, auth, plans, index):
+    """Decide which bundles change and start serializing the new ones as one batch (in worker processes
+    when there are many); returns the pkcs12.Batch, with ``plans`` the plans it makes bundles for."""
     jobs = []
     for p in plans:
         p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
         if p.bundle_change and p.spec.pkcs12 is not None:
             jobs.append(p)
-    chain = auth.intermediates + [auth.root]
-    for p, data in zip(jobs, pkcs12.bundles([(p.spec.pkcs12, p.key, p.cert, chain) for p in jobs])):
-        p.bundle_data = data
+    batch = pkcs12.Batch([(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root]) for p in jobs])
+    batch.plans = jobs
+    return batch
 
 
 def _settings_digest(spec, salt):

@@ -28,35 +28,61 @@ def bundle(spec, key, cert, chain):
     return pkcs12.serialize_key_and_certificates(spec.friendly_name.encode(), key, cert, cas or None, enc)
 
 
-# Serializing a `modern` bundle costs three key derivations (~7 ms on one core); for a batch this
-# large or larger, ``bundles`` spreads the work over forked worker processes (Linux, more than one CPU).
+# Serializing a `modern` bundle costs two PBKDF2 derivations of 20000 rounds (~7 ms on one core); from this
+# many bundles on, ``Batch`` spreads the work over forked worker processes (Linux, more than one CPU).
 PARALLEL_MIN = 16
-_BATCH = {}  # "jobs": the batch, inherited by the forked workers (keys never cross a pipe; only bundles come back)
+_BATCHES = {}  # id -> jobs, inherited by the forked workers (keys never cross a pipe; only bundles come back)
 
 
 def bundles(jobs):
     """``bundle(*job)`` for each (spec, key, cert, chain) in ``jobs``, in order."""
-    workers = _workers(jobs)
-    if workers < 2:
-        return [bundle(*job) for job in jobs]
-    import multiprocessing
-    _BATCH["jobs"] = jobs
+    batch = Batch(jobs)
     try:
-        try:
-            pool = multiprocessing.get_context("fork").Pool(workers)
-        except (OSError, ValueError):  # no fork here, or no processes left: do it in this one
-            return [bundle(*job) for job in jobs]
-        try:
-            return pool.map(_bundle_at, range(len(jobs)), chunksize=max(1, len(jobs) // (workers * 8)))
-        finally:
-            pool.terminate()
-            pool.join()
+        return batch.get()
     finally:
-        _BATCH.clear()
+        batch.close()
 
 
-def _bundle_at(i):
-    return bundle(*_BATCH["jobs"][i])
+class Batch:
+    """Bundles for ``jobs`` [(spec, key, cert, chain)], started at once in worker processes when there are
+    enough of them (``parallel``), so the caller can go on meanwhile; ``get`` returns them in order (made here
+    and now when not parallel). Always ``close`` it."""
+
+    def __init__(self, jobs):
+        self.jobs, self._pool, self._async = jobs, None, None
+        workers = _workers(jobs)
+        if workers < 2:
+            return
+        import multiprocessing
+        _BATCHES[id(self)] = jobs
+        try:
+            self._pool = multiprocessing.get_context("fork").Pool(workers)
+        except (OSError, ValueError):  # no fork here, or no processes left: make them in this one
+            _BATCHES.pop(id(self), None)
+            return
+        self._async = self._pool.map_async(_bundle_at, [(id(self), i) for i in range(len(jobs))],
+                                           chunksize=max(1, len(jobs) // (workers * 8)))
+
+    @property
+    def parallel(self):
+        return self._async is not None
+
+    def get(self):
+        if self._async is None:
+            return [bundle(*job) for job in self.jobs]
+        return self._async.get()
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        _BATCHES.pop(id(self), None)
+
+
+def _bundle_at(where):
+    batch, i = where
+    return bundle(*_BATCHES[batch][i])
 
 
 def _workers(jobs):

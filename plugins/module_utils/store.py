@@ -136,6 +136,8 @@ class Transaction:
     def __init__(self, store):
         self.store = store
         self.pending = {}  # path -> (data, mode)
+        self._prepared = {}  # path -> (temp path, data, mode, synced): temp files written by prepare()
+        self._made = []  # directories prepare() created
 
     def write(self, path, data, mode=PUBLIC_MODE):
         self.pending[path] = (data, mode)
@@ -150,23 +152,64 @@ class Transaction:
         self.write(path, data, KEY_MODE if path.endswith(("key.pem", ".p12")) else PUBLIC_MODE)
         return True
 
+    def prepare(self):
+        """Write the temp files of everything staged so far, renaming nothing: a caller can overlap this
+        with other work (e.g. bundles being serialized by worker processes). ``commit`` then only writes what
+        was staged (or changed) since, and renames; ``abort`` removes the temp files and directories made."""
+        try:
+            sync = _syncfs() is None  # with syncfs the commit flushes them all at once
+            for path, (data, mode) in self.pending.items():
+                prepared = self._prepared.get(path)
+                if data is None or (prepared is not None and prepared[1] is data and prepared[2] == mode):
+                    continue
+                self._made += _makedirs(os.path.dirname(path))
+                self._prepared[path] = (_write_temp(path, data, mode, sync=sync), data, mode, sync)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self):
+        """Forget what is staged; remove the temp files and directories ``prepare`` made."""
+        for tmp, *_rest in self._prepared.values():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        for d in reversed(self._made):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        self.pending, self._prepared, self._made = {}, {}, []
+
     def commit(self):
-        temps, done, made = [], [], []  # done: (path, (data, mode) before, or None when it did not exist)
+        temps, done = [], []  # done: (path, (data, mode) before, or None when it did not exist)
+        made, prepared = self._made, self._prepared
+        self._made, self._prepared = [], {}
         try:
             removals = [p for p, (data, _mode) in self.pending.items() if data is None]
             # A large transaction (e.g. a thousand leaves) syncs once per filesystem instead of once per
             # file: the same guarantee (every temp file on disk before the first rename, every rename on
             # disk before commit returns) for one flush instead of thousands.
-            batch = len(self.pending) >= BATCH_SYNC_MIN and _syncfs() is not None
+            batch = _syncfs() is not None and (len(self.pending) >= BATCH_SYNC_MIN
+                                               or any(not synced for *_rest, synced in prepared.values()))
             dirs = set()
             for path, (data, mode) in self.pending.items():
                 if data is None:
                     continue
                 parent = os.path.dirname(path)
+                ready = prepared.pop(path, None)
+                if ready is not None and ready[1] is data and ready[2] == mode:
+                    temps.append((ready[0], path))
+                    dirs.add(parent)
+                    continue
+                if ready is not None:  # staged again since prepare(): its temp file is rewritten
+                    prepared[path] = ready
                 if parent not in dirs:
                     made += _makedirs(parent)
                     dirs.add(parent)
                 temps.append((_write_temp(path, data, mode, sync=not batch), path))
+            written = {t for t, _path in temps}
+            for tmp, *_rest in prepared.values():  # prepared, then removed or staged again
+                if tmp not in written:
+                    os.unlink(tmp)
+            prepared = {}
             if batch:
                 _sync_filesystems(dirs)
             # Keys first: a crash (no rollback) between renames leaves at worst a certificate that does not
@@ -187,7 +230,7 @@ class Transaction:
                 for d in dirs:
                     _fsync_dir(d)
         except BaseException:
-            for tmp, _path in temps:
+            for tmp in [t for t, _path in temps] + [t for t, *_rest in prepared.values()]:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
             for path, old in reversed(done):

@@ -1,0 +1,308 @@
+"""Issuance benchmark: N client certificates (EC P-256) with PKCS#12 bundles, three ways, side by side.
+
+  python3 bench/issuance.py                       # N = 10, 100, 1000; 3 repetitions; medians
+  python3 bench/issuance.py --sizes 10,100 --repeat 1 --community-max 10     # a quick look
+
+Per N and repetition, in one run of this script:
+  floor      bench/floor.py: bare `cryptography` (the project venv's, as the engine), one process, the
+             same keys, certificates, bundles and files (also with 2 processes, for reference)
+  mtls       mtls.rollout.certificates, ONE task for all N (project venv, the checkout via
+             ANSIBLE_COLLECTIONS_PATH=.cache/collections); first run, then the idempotent re-run
+  community  community.crypto openssl_privatekey + openssl_csr + x509_certificate (ownca) +
+             openssl_pkcs12, each looped per certificate (bench/.venv: the `ansible` package, same
+             ansible-core); first run and re-run; only up to --community-max (default 100), larger N
+             are extrapolated linearly from the two largest measured sizes and marked so
+
+"wall" is the whole ansible-playbook process (start-up, inventory, templating of the N items, the
+module, results); "module" is the task's duration from the bench timer callback (task start to its
+result: AnsiballZ, module start-up, argument validation, the engine, result JSON); for community it
+is the sum of its four looped tasks. Results: bench/results/issuance.{json,csv,png}.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  pylint: disable=wrong-import-position
+
+PASSWORD = "bench-p12-password"  # the same as bench/floor.py's
+PLAYBOOKS = os.path.join(common.BENCH, "playbooks")
+TIMEOUT = 3600
+
+
+def certs_file(workdir, n):
+    path = os.path.join(workdir, f"certs-{n}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"certs": [{"name": f"client{i:04d}", "common_name": f"client{i:04d}"} for i in range(n)],
+                   "p12_password": PASSWORD}, f)
+    return path
+
+
+def task_seconds(timer, action_suffix=None, names=None):
+    total = 0.0
+    for t in timer["tasks"]:
+        if (action_suffix and t["action"].endswith(action_suffix)) or (names and t["name"] in names):
+            total += t["seconds"] or 0.0
+    return total
+
+
+def task_statuses(timer, prefix):
+    return sorted({s for t in timer["tasks"] if t["action"].startswith(prefix) for s in t["hosts"].values()})
+
+
+def p12_info(path):
+    """The encryption lines of `openssl pkcs12 -info` for one bundle (to show all three use the same)."""
+    if not shutil.which("openssl") or not path or not os.path.exists(path):
+        return None
+    proc = subprocess.run(["openssl", "pkcs12", "-in", path, "-info", "-noout", "-passin", f"pass:{PASSWORD}"],
+                          capture_output=True, text=True, check=False)
+    lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()
+             if ln.startswith(("MAC:", "PKCS7 Encrypted", "Shrouded Keybag"))]
+    return "; ".join(dict.fromkeys(lines))
+
+
+def run_floor(workdir, n, workers=1):
+    out = tempfile.mkdtemp(prefix=f"floor{workers}-{n}-", dir=workdir)
+    common.settle()
+    r = common.timed([common.PROJECT_PYTHON, os.path.join(common.BENCH, "floor.py"), "--n", str(n), "--out", out,
+                      "--workers", str(workers)], timeout=TIMEOUT)
+    data = json.loads(r["output"].strip().splitlines()[-1])
+    bundle = os.path.join(out, "certs", "client0000", "bundle.p12")
+    info = p12_info(bundle)
+    assert len(glob.glob(os.path.join(out, "certs", "*", "bundle.p12"))) == n
+    shutil.rmtree(out)
+    return {"seconds": data["seconds"], "process_seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"],
+            "p12": info}
+
+
+def run_mtls(workdir, n, vars_file):
+    pki = tempfile.mkdtemp(prefix=f"mtls-{n}-", dir=workdir)
+    timer = os.path.join(workdir, "timer.json")
+    env = {"pki_dir": pki}
+    setup_vars = os.path.join(workdir, "mtls-vars.json")
+    with open(setup_vars, "w", encoding="utf-8") as f:
+        json.dump(env, f)
+    common.playbook(os.path.join(PLAYBOOKS, "mtls_ca.yml"), setup_vars, timeout=TIMEOUT)
+    out = {}
+    for phase in ("first", "rerun"):
+        common.settle()
+        r = common.playbook(os.path.join(PLAYBOOKS, "mtls_issue.yml"), vars_file, timer_out=timer,
+                            args=["-e", f"@{setup_vars}"], timeout=TIMEOUT)
+        summary = json.loads(re.search(r'"issued.summary": (\{[^}]*\})', r["output"]).group(1))
+        want = "issued" if phase == "first" else "unchanged"
+        if summary.get(want) != n:
+            raise RuntimeError(f"mtls {phase} run for N={n}: expected {want}={n}, got {summary}")
+        out[phase] = {"wall": r["seconds"], "cpu_seconds": r["cpu_seconds"],
+                      "module": task_seconds(r["timer"], action_suffix="certificates"),
+                      "statuses": task_statuses(r["timer"], "mtls.rollout.certificates"), "summary": summary}
+    out["p12"] = p12_info(os.path.join(pki, "certs", "client0000", "bundle.p12"))
+    shutil.rmtree(pki)
+    return out
+
+
+def run_community(workdir, n, vars_file):
+    base = tempfile.mkdtemp(prefix=f"community-{n}-", dir=workdir)
+    ca_dir, out_dir = os.path.join(base, "ca-store"), os.path.join(base, "out")
+    os.makedirs(out_dir)
+    subprocess.run([common.VENV_PYTHON, os.path.join(common.BENCH, "floor.py"), "--make-ca", ca_dir], check=True)
+    setup_vars = os.path.join(workdir, "community-vars.json")
+    with open(setup_vars, "w", encoding="utf-8") as f:
+        json.dump({"ca_dir": os.path.join(ca_dir, "ca"), "out_dir": out_dir}, f)
+    timer = os.path.join(workdir, "timer.json")
+    venv_bin = os.path.join(common.VENV, "bin")
+    out = {}
+    for phase in ("first", "rerun"):
+        common.settle()
+        r = common.playbook(os.path.join(PLAYBOOKS, "community_issue.yml"), vars_file, bin_dir=venv_bin,
+                            timer_out=timer, args=["-e", f"@{setup_vars}"], timeout=TIMEOUT)
+        statuses = task_statuses(r["timer"], "community.crypto.")
+        if phase == "rerun" and statuses != ["ok"]:
+            raise RuntimeError(f"community re-run for N={n} was not idempotent: {statuses}")
+        out[phase] = {"wall": r["seconds"], "cpu_seconds": r["cpu_seconds"],
+                      "module": task_seconds(r["timer"], action_suffix=(
+                          "openssl_privatekey", "openssl_csr", "x509_certificate", "openssl_pkcs12")),
+                      "statuses": statuses}
+    if len(glob.glob(os.path.join(out_dir, "*.p12"))) != n:
+        raise RuntimeError(f"community run for N={n} did not make {n} bundles")
+    out["p12"] = p12_info(os.path.join(out_dir, "client0000.p12"))
+    shutil.rmtree(base)
+    return out
+
+
+def extrapolate(points, n):
+    """Linear fit through the two largest measured (N, seconds) points, evaluated at n."""
+    (n1, t1), (n2, t2) = sorted(points)[-2:]
+    slope = (t2 - t1) / (n2 - n1)
+    return t2 + slope * (n - n2)
+
+
+COLUMNS = [
+    ("n", "N"),
+    ("floor", "floor s"),
+    ("floor_2proc", "floor 2-proc s"),
+    ("mtls_first_module", "mtls first: module s"),
+    ("mtls_first_wall", "mtls first: wall s"),
+    ("mtls_vs_floor", "mtls module / floor"),
+    ("mtls_rerun_module", "mtls re-run: module s"),
+    ("mtls_rerun_wall", "mtls re-run: wall s"),
+    ("cc_first_module", "community first: module s"),
+    ("cc_first_wall", "community first: wall s"),
+    ("cc_rerun_module", "community re-run: module s"),
+    ("cc_rerun_wall", "community re-run: wall s"),
+    ("speedup_wall", "community / mtls (first, wall)"),
+    ("speedup_module", "community / mtls (first, module)"),
+    ("cc_note", "community figures"),
+]
+
+
+def summarise(raw, sizes, community_max):
+    rows = []
+    for n in sizes:
+        runs = raw[str(n)]
+        row = {"n": n, "floor": common.median([r["floor"]["seconds"] for r in runs]),
+               "floor_2proc": common.median([r["floor_2proc"]["seconds"] for r in runs if r.get("floor_2proc")])}
+        for key, tool in (("mtls", "mtls"), ("cc", "community")):
+            for phase in ("first", "rerun"):
+                for what in ("module", "wall"):
+                    row[f"{key}_{phase}_{what}"] = common.median(
+                        [r[tool][phase][what] for r in runs if r.get(tool)])
+        row["mtls_vs_floor"] = common.median([r["mtls"]["first"]["module"] / r["floor"]["seconds"] for r in runs])
+        row["cc_note"] = "measured" if n <= community_max else None
+        rows.append(row)
+    measured = [r for r in rows if r["cc_note"] == "measured" and r["cc_first_wall"] is not None]
+    for row in rows:
+        if row["cc_note"] is None:
+            if len(measured) >= 2:
+                for key in ("cc_first_module", "cc_first_wall", "cc_rerun_module", "cc_rerun_wall"):
+                    row[key] = extrapolate([(r["n"], r[key]) for r in measured], row["n"])
+                row["cc_note"] = "extrapolated"
+            else:
+                row["cc_note"] = "not run"
+        if row["cc_first_wall"] is not None:
+            row["speedup_wall"] = row["cc_first_wall"] / row["mtls_first_wall"]
+            row["speedup_module"] = row["cc_first_module"] / row["mtls_first_module"]
+    return rows
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    ns = [r["n"] for r in rows]
+    series = [("floor", "crypto floor (1 process)", "k", "-", "o"),
+              ("floor_2proc", "crypto floor (2 processes)", "0.5", ":", "o"),
+              ("mtls_first_module", "mtls.rollout first run (module)", "tab:blue", "-", "s"),
+              ("mtls_first_wall", "mtls.rollout first run (wall)", "tab:blue", "--", "s"),
+              ("cc_first_module", "community.crypto first run (module)", "tab:red", "-", "^"),
+              ("cc_first_wall", "community.crypto first run (wall)", "tab:red", "--", "^")]
+
+    def draw(ax, key, label, color, style, marker):
+        pts = [(r["n"], r[key]) for r in rows if r.get(key) is not None]
+        measured = [p for p, r in zip(pts, [r for r in rows if r.get(key) is not None])
+                    if not (key.startswith("cc_") and r["cc_note"] == "extrapolated")]
+        if measured:
+            ax.plot([p[0] for p in measured], [p[1] for p in measured], style, color=color, marker=marker, label=label)
+        if len(measured) < len(pts):  # the extrapolated tail: thin dotted line, hollow marker
+            tail = [measured[-1]] + pts[len(measured):]
+            ax.plot([p[0] for p in tail], [p[1] for p in tail], ":", color=color, lw=1)
+            ax.plot([p[0] for p in tail[1:]], [p[1] for p in tail[1:]], marker, color=color, mfc="none",
+                    label=label + ", extrapolated" if style == "-" else None)
+
+    for key, label, color, style, marker in series:
+        draw(ax1, key, label, color, style, marker)
+    ax1.set(xscale="log", yscale="log", xlabel="certificates with PKCS#12 bundles (N)", ylabel="seconds (median)",
+            title="First run: issue N certificates + bundles")
+    ax1.grid(True, which="both", alpha=0.3)
+    top = max(r[k] for r in rows for k in ("cc_first_wall", "mtls_first_wall", "floor") if r.get(k))
+    ax1.set_ylim(top=top * 60)
+    ax1.legend(fontsize=7, loc="upper left", ncol=2)
+    for key, label, color, style, marker in [
+            ("mtls_rerun_module", "mtls.rollout re-run (module)", "tab:blue", "-", "s"),
+            ("mtls_rerun_wall", "mtls.rollout re-run (wall)", "tab:blue", "--", "s"),
+            ("cc_rerun_module", "community.crypto re-run (module)", "tab:red", "-", "^"),
+            ("cc_rerun_wall", "community.crypto re-run (wall)", "tab:red", "--", "^")]:
+        draw(ax2, key, label, color, style, marker)
+    ax2.axhline(3.0, color="tab:green", lw=1, ls=":", label="target: 3 s module time at N=1000")
+    ax2.set(xscale="log", yscale="log", xlabel="certificates (N)", ylabel="seconds (median)",
+            title="Idempotent re-run (nothing to do)")
+    ax2.grid(True, which="both", alpha=0.3)
+    top = max(r[k] for r in rows for k in ("cc_rerun_wall", "mtls_rerun_wall") if r.get(k))
+    ax2.set_ylim(top=top * 60)
+    ax2.legend(fontsize=7, loc="upper left", ncol=2)
+    ax1.set_xticks(ns, [str(n) for n in ns])
+    ax2.set_xticks(ns, [str(n) for n in ns])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    common.reexec_in_venv()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--community-max", type=int, default=100, help="largest N run with community.crypto")
+    ap.add_argument("--community-repeat", type=int, help="repetitions of the community runs (default: --repeat)")
+    ap.add_argument("--no-floor-2proc", action="store_true", help="skip the 2-process floor (informational)")
+    ap.add_argument("--workdir", help="scratch directory (default: a temp dir under bench/work)")
+    ap.add_argument("--out", default="issuance", help="result file stem in bench/results")
+    ap.add_argument("--replot", action="store_true", help="only redraw table, CSV and PNG from the JSON")
+    a = ap.parse_args()
+    if a.replot:
+        with open(os.path.join(common.RESULTS, f"{a.out}.json"), encoding="utf-8") as f:
+            rows = json.load(f)["rows"]
+        common.write_csv(f"{a.out}.csv", rows, COLUMNS)
+        plot(rows, os.path.join(common.RESULTS, f"{a.out}.png"))
+        print(common.table(rows, COLUMNS))
+        return 0
+    sizes = [int(s) for s in a.sizes.split(",")]
+    cc_repeat = a.repeat if a.community_repeat is None else a.community_repeat
+    common.ensure_collection_link()
+    os.makedirs(os.path.join(common.BENCH, "work"), exist_ok=True)
+    workdir = a.workdir or tempfile.mkdtemp(prefix="issuance-", dir=os.path.join(common.BENCH, "work"))
+    meta = common.machine()
+    raw = {}
+    try:
+        for n in sizes:
+            vars_file = certs_file(workdir, n)
+            raw[str(n)] = []
+            for rep in range(a.repeat):
+                run = {"floor": run_floor(workdir, n)}
+                if not a.no_floor_2proc:
+                    run["floor_2proc"] = run_floor(workdir, n, workers=2)
+                run["mtls"] = run_mtls(workdir, n, vars_file)
+                if n <= a.community_max and rep < cc_repeat:
+                    run["community"] = run_community(workdir, n, vars_file)
+                raw[str(n)].append(run)
+                print(f"N={n} #{rep + 1}: floor {run['floor']['seconds']:.2f}s, mtls first "
+                      f"{run['mtls']['first']['module']:.2f}s module / {run['mtls']['first']['wall']:.2f}s wall, "
+                      f"re-run {run['mtls']['rerun']['module']:.2f}s / {run['mtls']['rerun']['wall']:.2f}s"
+                      + (f"; community first {run['community']['first']['wall']:.1f}s, re-run "
+                         f"{run['community']['rerun']['wall']:.1f}s" if "community" in run else ""),
+                      file=sys.stderr, flush=True)
+    finally:
+        if not a.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows = summarise(raw, sizes, a.community_max)
+    p12 = {tool: next((r[key]["p12"] for runs in raw.values() for r in runs if r.get(key)), None)
+           for tool, key in (("floor", "floor"), ("mtls", "mtls"), ("community", "community"))}
+    common.write_json(f"{a.out}.json", {"machine": meta, "args": vars(a), "rows": rows, "raw": raw,
+                                        "pkcs12_settings": p12})
+    common.write_csv(f"{a.out}.csv", rows, COLUMNS)
+    plot(rows, os.path.join(common.RESULTS, f"{a.out}.png"))
+    print(common.table(rows, COLUMNS))
+    print(f"\nPKCS#12 settings seen by openssl: {json.dumps(p12, indent=1)}")
+    print(f"median of {a.repeat} repetitions (community: {cc_repeat}); results in "
+          f"{os.path.relpath(common.RESULTS, common.ROOT)}/{a.out}.{{json,csv,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,9 +21,9 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(BENCH), ".cache", "collections"))
 
 # pylint: disable=wrong-import-position
-from ansible_collections.mtls.rollout.plugins.module_utils import specs, store  # noqa: E402
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca  # noqa: E402
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves  # noqa: E402
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import specs, store  # noqa: E402
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca  # noqa: E402
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves  # noqa: E402
 
 
 def main():

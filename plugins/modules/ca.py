@@ -191,12 +191,12 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
-from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
 
 try:  # the PKI engine needs the cryptography library on the control node
-    from ansible_collections.mtls.rollout.plugins.module_utils import specs
-    from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki import specs
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
 else:

@@ -88,7 +88,7 @@ import base64
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mtls.rollout.plugins.module_utils import file_set
+from ansible_collections.mtls.rollout.plugins.module_utils.host import file_set
 
 
 def _normalise(module, files):

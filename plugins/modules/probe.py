@@ -210,7 +210,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:  # reading certificates needs the cryptography library on the host that probes
-    from ansible_collections.mtls.rollout.plugins.module_utils import probe
+    from ansible_collections.mtls.rollout.plugins.module_utils.probe import connect
 except ImportError:
     PROBE_IMPORT_ERROR = traceback.format_exc()
 else:
@@ -244,12 +244,12 @@ def main():
         module.fail_json(msg=missing_required_lib("cryptography"), exception=PROBE_IMPORT_ERROR)
     p = module.params
     try:
-        revoked = probe.revoked_from_index(p["pki_dir"]) if p["pki_dir"] else None
-        obs = probe.observe(p["host"], p["port"], p["server_name"], p["ca_file"], p["client_cert"], p["client_key"],
+        revoked = connect.revoked_from_index(p["pki_dir"]) if p["pki_dir"] else None
+        obs = connect.observe(p["host"], p["port"], p["server_name"], p["ca_file"], p["client_cert"], p["client_key"],
                             p["client_key_passphrase"], p["client_chain"], p["path"], p["timeout"], p["http"],
                             p["expect_names"], p["expect_client_auth"], p["crl_files"], revoked)
-        result = probe.report(obs)
-    except probe.ProbeError as e:
+        result = connect.report(obs)
+    except connect.ProbeError as e:
         module.fail_json(msg=str(e))
     if p["fail_on_problems"] and not result["ok"]:
         module.fail_json(msg=f"{p['host']}:{p['port']}: " + "; ".join(d["message"] for d in result["diagnosis"]),

@@ -105,11 +105,11 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
-from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
 
 try:  # the PKI engine needs the cryptography library on the control node
-    from ansible_collections.mtls.rollout.plugins.module_utils import pem, report
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki import pem, report
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
 else:

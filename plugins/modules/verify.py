@@ -127,12 +127,12 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.mtls.rollout.plugins.module_utils import names
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import names
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 
 try:  # the PKI engine needs the cryptography library on the control node
-    from ansible_collections.mtls.rollout.plugins.module_utils import keys, pem
-    from ansible_collections.mtls.rollout.plugins.module_utils.verify import verify
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys, pem
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki.verify import verify
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
 else:

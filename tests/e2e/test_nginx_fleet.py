@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils import specs, store
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import specs, store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
 
 from tests.e2e.helpers import ROOT, curl, recap, run_playbook
 

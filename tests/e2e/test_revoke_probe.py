@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils import crl, probe, specs, store
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl, specs, store
+from ansible_collections.mtls.rollout.plugins.module_utils.probe import connect
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
 
 from tests.e2e.helpers import ansible_env, curl, recap, run_playbook
 
@@ -85,8 +86,8 @@ def root(pki):
 
 
 def run_probe(fleet, i, pki, host=None, **kw):
-    obs = probe.observe(host or fleet.host(i).ip, 443, ca_file=root(pki), timeout=10, **kw)
-    return probe.report(obs)
+    obs = connect.observe(host or fleet.host(i).ip, 443, ca_file=root(pki), timeout=10, **kw)
+    return connect.report(obs)
 
 
 def codes(result):
@@ -169,7 +170,7 @@ def test_second_revoke_changes_nothing(revoked, fleet):
 
 def test_probe_names_the_revoked_client(revoked, fleet, pki):
     for i in SERVERS:
-        result = run_probe(fleet, i, pki, revoked_serials=probe.revoked_from_index(str(pki)),
+        result = run_probe(fleet, i, pki, revoked_serials=connect.revoked_from_index(str(pki)),
                            **ident(pki, "client2"))
         assert result["http_status"] == 400 and codes(result) == ["client_revoked"], result["diagnosis"]
     # the module itself, by FQCN, on the control node, with the CRL files instead of the index

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils import keys
-from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
 from pkitest import make_ca
 
 

@@ -11,10 +11,10 @@ import stat
 import pytest
 from cryptography import x509
 
-from ansible_collections.mtls.rollout.plugins.module_utils import keys, pem, specs
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_ca import ensure_ca
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys, pem, specs
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 
 DAY = dt.timedelta(days=1)
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils import specs
-from ansible_collections.mtls.rollout.plugins.module_utils.ensure_leaves import ensure_leaves
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import specs
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from pkitest import DAY, assert_refused, issue, make_ca, snapshot, utcnow
 
 GOOD = {"name": "good", "dns": "good.example.com"}
@@ -164,7 +164,7 @@ def test_corrupted_leaf_key_is_never_overwritten(populated, garbage):
 
 
 def test_encrypted_leaf_key_is_not_replaced(populated):
-    from ansible_collections.mtls.rollout.plugins.module_utils import keys
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys
     path = populated.leaf_path("good", "key.pem")
     with open(path, "wb") as f:
         f.write(keys.to_pem(keys.generate(keys.key_spec()), "pw"))

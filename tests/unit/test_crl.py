@@ -1,4 +1,4 @@
-"""Revocation and CRLs (plugins/module_utils/crl.py): index records, CRL contents, idempotence, refresh."""
+"""Revocation and CRLs (plugins/module_utils/pki/crl.py): index records, CRL contents, idempotence, refresh."""
 
 import datetime as dt
 import json
@@ -10,8 +10,8 @@ import sys
 import pytest
 from cryptography import x509
 
-from ansible_collections.mtls.rollout.plugins.module_utils import crl, pem
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl, pem
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from pkitest import DAY, issue, make_ca, utcnow
 
 CLIENT = {"profile": "client"}

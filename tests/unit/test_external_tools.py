@@ -26,8 +26,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.mtls.rollout.plugins.module_utils import build, specs
-from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import build, specs
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
 from pkitest import ca_cert, issue, make_ca, read_key, utcnow
 
 OPENSSL = shutil.which("openssl")

@@ -7,8 +7,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from ansible_collections.mtls.rollout.plugins.module_utils import build, keys, pem, verify
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import build, keys, pem, verify
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from pkitest import (DAY, assert_refused, by_name, ca_cert, issue, leaf_cert, make_ca, read_certs, snapshot,
                      utcnow)
 

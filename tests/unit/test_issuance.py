@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ansible_collections.mtls.rollout.plugins.module_utils import issuance, keys, pem
-from ansible_collections.mtls.rollout.plugins.module_utils.store import Index
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import issuance, keys, pem
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Index
 from pkitest import (DAY, by_name, ca_cert, issue, leaf_cert, make_ca, public, read_certs, read_key, snapshot,
                      utcnow)
 

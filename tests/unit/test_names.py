@@ -4,8 +4,8 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils import keys, names, specs
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys, names, specs
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -1,4 +1,4 @@
-"""The probe's pure parts (plugins/module_utils/probe.py): TLS message parsing and the diagnosis."""
+"""The probe's pure parts (plugins/module_utils/probe/): TLS message parsing and the diagnosis."""
 
 import datetime as dt
 import types
@@ -8,7 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from ansible_collections.mtls.rollout.plugins.module_utils import probe
+from ansible_collections.mtls.rollout.plugins.module_utils.probe import certs, connect, diagnosis
+from ansible_collections.mtls.rollout.plugins.module_utils.probe import handshake as tls_messages
 from pkitest import DAY, issue, leaf_cert, make_ca, read_cert, utcnow
 
 DER = serialization.Encoding.DER
@@ -49,11 +50,11 @@ def healthy(w, **kw):
                acceptable_ca_names=names(w, "client-ca", "root"), client_chain=[w.leaf("alice"), w.ca("client-ca")],
                http_status=200, http_reason="OK", expect_client_auth=True)
     obs.update(kw)
-    return probe.Observation(**obs)
+    return diagnosis.Observation(**obs)
 
 
 def codes(obs, now=None):
-    return [p["code"] for p in probe.diagnose(obs, now)]
+    return [p["code"] for p in diagnosis.diagnose(obs, now)]
 
 
 REJECTED = {"http_status": 400, "http_reason": "The SSL certificate error"}
@@ -93,25 +94,25 @@ def certificate_request(dn_ders, tls13):
 def test_certificate_and_request_messages_are_parsed(world, tls13):
     chain = [world.leaf("web1").public_bytes(DER), world.ca("server-ca").public_bytes(DER)]
     dns = names(world, "client-ca", "root")
-    version = probe.TLS13 if tls13 else 0x0303
-    got_chain, got_names = probe.messages_to_facts([(version, handshake(2, b"hello")),
+    version = tls_messages.TLS13 if tls13 else 0x0303
+    got_chain, got_names = tls_messages.messages_to_facts([(version, handshake(2, b"hello")),
                                                     (version, certificate_message(chain, tls13)),
                                                     (version, certificate_request(dns, tls13))])
     assert got_chain == chain and got_names == dns
 
 
 def test_no_certificate_request_means_no_client_auth():
-    assert probe.messages_to_facts([(0x0303, handshake(14, b""))]) == (None, None)
+    assert tls_messages.messages_to_facts([(0x0303, handshake(14, b""))]) == (None, None)
 
 
 def test_tls13_request_without_ca_names():
     msg = handshake(13, _vec(1, b"") + _vec(2, _u(2, 13) + _vec(2, _vec(2, b"\x04\x03"))))
-    assert probe.messages_to_facts([(probe.TLS13, msg)]) == (None, [])
+    assert tls_messages.messages_to_facts([(tls_messages.TLS13, msg)]) == (None, [])
 
 
 def test_truncated_message_raises_value_error():
     with pytest.raises(ValueError):
-        probe.parse_certificate_message(b"\x00\x00\x10\x00", tls13=False)
+        tls_messages.parse_certificate_message(b"\x00\x00\x10\x00", tls13=False)
 
 
 def test_der_names_read_back_as_cryptography_writes_them():
@@ -119,29 +120,29 @@ def test_der_names_read_back_as_cryptography_writes_them():
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bücher, Ltd"),
                       x509.NameAttribute(NameOID.COMMON_NAME, "Client CA #2"),
                       x509.NameAttribute(NameOID.EMAIL_ADDRESS, "pki@example.com")])
-    assert probe.parse_name(name.public_bytes()) == name
-    assert probe.name_from_der(name.public_bytes()) == name.rfc4514_string()
-    assert probe.name_from_der(b"\x01\x02") == "#0102"
+    assert tls_messages.parse_name(name.public_bytes()) == name
+    assert tls_messages.name_from_der(name.public_bytes()) == name.rfc4514_string()
+    assert tls_messages.name_from_der(b"\x01\x02") == "#0102"
 
 
 def test_old_cryptography_naive_times_are_read_as_utc():
     naive = types.SimpleNamespace(not_valid_after=dt.datetime(2030, 1, 2, 3, 4, 5))
-    assert probe.not_after(naive) == dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert certs.not_after(naive) == dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
 
 def test_nginx_error_page_reason_is_its_title():
     page = (b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Length: 10\r\n\r\n<html><head><title>400 The SSL "
             b"certificate error</title></head></html>")
-    assert probe.parse_http_response(page)[:2] == (400, "The SSL certificate error")
-    assert probe.parse_http_response(b"HTTP/1.1 200 OK\r\n\r\n{}")[:2] == (200, "OK")
-    assert probe.parse_http_response(b"garbage")[0] is None
+    assert connect.parse_http_response(page)[:2] == (400, "The SSL certificate error")
+    assert connect.parse_http_response(b"HTTP/1.1 200 OK\r\n\r\n{}")[:2] == (200, "OK")
+    assert connect.parse_http_response(b"garbage")[0] is None
 
 
 # --- diagnosis ------------------------------------------------------------------------------------
 
 def test_healthy_exchange_has_no_diagnosis(world):
-    assert probe.diagnose(healthy(world)) == []
-    report = probe.report(healthy(world))
+    assert diagnosis.diagnose(healthy(world)) == []
+    report = connect.report(healthy(world))
     assert report["ok"] and report["certificate_count"] == 2 and report["client_chain_depth"] == 1
     assert report["acceptable_ca_names"] == ["CN=client-ca", "CN=root"]
     assert report["certificates"][0]["san_dns"] == ["web1.example.com", "*.apps.example.com"]
@@ -150,12 +151,12 @@ def test_healthy_exchange_has_no_diagnosis(world):
 def test_server_sending_only_its_leaf(world):
     obs = healthy(world, server_chain=[world.leaf("web1")], verified=False, verify_code=20,
                   verify_message="unable to get local issuer certificate")
-    [found] = probe.diagnose(obs)
+    [found] = diagnosis.diagnose(obs)
     assert found["code"] == "server_missing_intermediate"
     assert "CN=server-ca" in found["message"] and "fullchain.pem" in found["message"] and "unless" not in found["message"]
     unverified = healthy(world, server_chain=[world.leaf("web1")], verified=None, anchors=[])
     assert codes(unverified) == ["server_missing_intermediate"]
-    assert "unless CN=server-ca is itself a root" in probe.diagnose(unverified)[0]["message"]
+    assert "unless CN=server-ca is itself a root" in diagnosis.diagnose(unverified)[0]["message"]
 
 
 def test_leaf_issued_by_the_root_itself_is_fine(world):
@@ -189,7 +190,7 @@ def test_names_and_addresses_against_the_san(world, name, expect, found):
 
 
 def test_ip_message_lists_what_the_certificate_holds(world):
-    [found] = probe.diagnose(healthy(world, name="192.0.2.99"))
+    [found] = diagnosis.diagnose(healthy(world, name="192.0.2.99"))
     assert "192.0.2.99 is not in" in found["message"] and "web1.example.com, *.apps.example.com, 192.0.2.10" in \
         found["message"] and "mtls_server_ips" in found["message"]
 
@@ -202,7 +203,7 @@ def test_expired_and_not_yet_valid_server(world):
 
 def test_client_without_a_certificate(world):
     obs = healthy(world, client_chain=[], http_status=400, http_reason="No required SSL certificate was sent")
-    [found] = probe.diagnose(obs)
+    [found] = diagnosis.diagnose(obs)
     assert found["code"] == "client_certificate_required" and "/etc/mtls/client/cert.pem" in found["message"]
 
 
@@ -215,7 +216,7 @@ def test_server_that_does_not_ask_for_a_client_certificate(world):
 
 def test_client_from_a_foreign_ca(world):
     obs = healthy(world, client_chain=[world.leaf("deep")], **REJECTED)
-    [found] = probe.diagnose(obs)
+    [found] = diagnosis.diagnose(obs)
     assert found["code"] == "client_ca_not_accepted"
     assert "issued by CN=int2" in found["message"] and "CN=client-ca; CN=root" in found["message"]
 
@@ -230,12 +231,12 @@ def test_client_whose_intermediate_chains_to_an_accepted_root_is_accepted(world)
 
 def test_expired_client(world):
     obs = healthy(world, client_chain=[world.leaf("old"), world.ca("client-ca")], **REJECTED)
-    [found] = probe.diagnose(obs)
+    [found] = diagnosis.diagnose(obs)
     assert found["code"] == "client_expired" and "error 10" in found["message"]
 
 
 def test_server_profile_certificate_used_as_client(world):
-    [found] = probe.diagnose(healthy(world, client_chain=[world.leaf("svc")], **REJECTED))
+    [found] = diagnosis.diagnose(healthy(world, client_chain=[world.leaf("svc")], **REJECTED))
     assert found["code"] == "client_wrong_purpose" and "clientAuth" in found["message"]
     assert codes(healthy(world, client_chain=[world.ca("client-ca")], **REJECTED)) == ["client_wrong_purpose"]
 
@@ -243,7 +244,7 @@ def test_server_profile_certificate_used_as_client(world):
 def test_revoked_client(world):
     alice = world.leaf("alice")
     revoked = {alice.serial_number: "on the CRL of CN=client-ca since 2026-01-01T00:00:00Z"}
-    [found] = probe.diagnose(healthy(world, revoked=revoked, revocation_checked=True, **REJECTED))
+    [found] = diagnosis.diagnose(healthy(world, revoked=revoked, revocation_checked=True, **REJECTED))
     assert found["code"] == "client_revoked" and f"{alice.serial_number:x}" in found["message"]
     # accepted although revoked: the server's CRL is missing or stale
     assert codes(healthy(world, revoked=revoked, revocation_checked=True)) == ["revoked_client_accepted"]
@@ -252,17 +253,17 @@ def test_revoked_client(world):
 def test_chain_deeper_than_nginx_default_depth(world):
     obs = healthy(world, client_chain=[world.leaf("deep"), world.ca("int2"), world.ca("int1")],
                   acceptable_ca_names=names(world, "int2", "int1", "root"), **REJECTED)
-    [found] = probe.diagnose(obs)
+    [found] = diagnosis.diagnose(obs)
     assert found["code"] == "client_chain_too_deep" and "at least 2" in found["message"]
-    assert probe.client_depth(obs.client_chain) == 2
+    assert diagnosis.client_depth(obs.client_chain) == 2
     assert codes(healthy(world, client_chain=obs.client_chain, acceptable_ca_names=obs.acceptable_ca_names)) == []
 
 
 def test_rejection_without_a_visible_cause_points_at_the_crls(world):
-    [found] = probe.diagnose(healthy(world, **REJECTED))
+    [found] = diagnosis.diagnose(healthy(world, **REJECTED))
     assert found["code"] == "client_rejected"
     assert "errors 3/12" in found["message"] and "revocation was not checked" in found["message"]
-    checked = probe.diagnose(healthy(world, revocation_checked=True, **REJECTED))[0]["message"]
+    checked = diagnosis.diagnose(healthy(world, revocation_checked=True, **REJECTED))[0]["message"]
     assert "revocation was not checked" not in checked
 
 
@@ -273,9 +274,9 @@ def test_handshake_alert_after_the_client_certificate(world):
 
 
 def test_connection_and_handshake_failures(world):
-    [found] = probe.diagnose(probe.Observation(host="192.0.2.10", port=8443, connect_error="Connection refused"))
+    [found] = diagnosis.diagnose(diagnosis.Observation(host="192.0.2.10", port=8443, connect_error="Connection refused"))
     assert found["code"] == "connection_failed" and "port 8443" in found["message"]
-    obs = probe.Observation(host="192.0.2.10", handshake_error="WRONG_VERSION_NUMBER")
+    obs = diagnosis.Observation(host="192.0.2.10", handshake_error="WRONG_VERSION_NUMBER")
     assert codes(obs) == ["handshake_failed"]
 
 

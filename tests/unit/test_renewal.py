@@ -7,7 +7,7 @@ import shutil
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_pkcs12
 
-from ansible_collections.mtls.rollout.plugins.module_utils import authority, build, keys, pem, pkcs12
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import authority, build, keys, pem, pkcs12
 from pkitest import (DAY, assert_refused, by_name, ca_cert, issue, leaf_cert, make_ca, public, read_certs, read_key,
                      snapshot, temp_files, utcnow)
 

@@ -1,9 +1,9 @@
-"""The expiry report (plugins/module_utils/report.py)."""
+"""The expiry report (plugins/module_utils/pki/report.py)."""
 
 import datetime as dt
 import json
 
-from ansible_collections.mtls.rollout.plugins.module_utils import report
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import report
 import pytest
 from pkitest import issue, make_ca, utcnow
 

@@ -1,6 +1,6 @@
 """PKCS#12 options as the certificates module passes them (unset suboptions arrive as None)."""
 
-from ansible_collections.mtls.rollout.plugins.module_utils import specs
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import specs
 
 UNSET = {"password": None, "encryption": None, "friendly_name": None, "include_chain": None}
 

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils import pem
-from ansible_collections.mtls.rollout.plugins.module_utils import store as store_mod
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
-from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import pem
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import store as store_mod
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
 from pkitest import assert_refused, issue, leaf_cert, make_ca, snapshot, temp_files
 
 FORK = multiprocessing.get_context("fork")

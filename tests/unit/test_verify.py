@@ -2,10 +2,10 @@
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils import keys
-from ansible_collections.mtls.rollout.plugins.module_utils.errors import PkiError
-from ansible_collections.mtls.rollout.plugins.module_utils.store import Store
-from ansible_collections.mtls.rollout.plugins.module_utils.verify import verify
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.verify import verify
 from pkitest import DAY, ca_cert, issue, leaf_cert, make_ca, read_key
 
 LEAVES = [

@@ -1,4 +1,9 @@
-"""Ensure a list of leaf certificates from one issuing CA in one pass under one lock."""
+"""Ensure a list of leaf certificates from one issuing CA in one pass under one lock.
+
+A leaf's key is made in the store (``key_location`` controller) or on the host that uses it (``host``):
+then the host reports the public key of its key (a CSR) and the certificate it holds (``csr.HostReport``),
+the same renewal policy decides from that, and only certificates and chains are written here.
+"""
 
 import hashlib
 import hmac
@@ -16,19 +21,24 @@ from .store import KEY_MODE
 class Plan:
     """What one leaf needs; filled in by ``_plan``, carried out by ``_issue``."""
     spec: object
-    cert: object = None  # on disk now
-    key: object = None
+    cert: object = None  # held now: in the store, or on the host for host keys
+    key: object = None  # the private key (controller keys only)
+    public_key: object = None  # the key to certify
     reasons: list = field(default_factory=list)
     new_key: bool = False
     warnings: list = field(default_factory=list)
     bundle_change: object = None  # 'bundle.p12' when the bundle is (re)written or removed
     bundle_data: bytes = None  # the new bundle, from the batch _start_bundles began
+    undeployed: bool = False  # host key: the store's certificate for it has not reached the host yet
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
-                  check=False, now=None):
-    """Issue, renew or leave alone every spec in ``specs``; returns one result dict per spec, in order."""
+                  check=False, now=None, reports=None):
+    """Issue, renew or leave alone every spec in ``specs``; returns one result dict per spec, in order.
+
+    ``reports`` maps the name of each leaf whose key is on its host to that host's ``csr.HostReport``."""
     now = now or pem.utcnow()
+    reports = reports or {}
     seen = set()
     for spec in specs:
         if spec.name in seen:
@@ -37,7 +47,7 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
     with store.lock(create=not check):
         index = store.load_index()
         auth = Authority(store, issuer_name, issuer_passphrase)
-        plans = [_plan(store, auth, spec, renew_before_days, force, now) for spec in specs]
+        plans = [_plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name)) for spec in specs]
         issuing = [p for p in plans if p.reasons]
         if issuing:
             auth.require_usable(now)
@@ -81,20 +91,30 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
                 batch.close()
 
 
-def _plan(store, auth, spec, renew_before_days, force, now):
+def _plan(store, auth, spec, renew_before_days, force, now, report=None):
     p = Plan(spec)
-    cert_path, key_path = store.leaf_path(spec.name, "cert.pem"), store.leaf_path(spec.name, "key.pem")
+    if spec.key_location == "host":
+        _held_on_host(p, store, report)
+    else:
+        _held_in_store(p, store)
+    if p.cert is not None:
+        p.reasons += _reasons(spec, p.cert, p.public_key, auth, renew_before_days, force, now,
+                              rotating=report is not None and report.rotating)
+    if p.reasons and spec.key_location == "host":
+        _deploy_stored(p, store, auth, renew_before_days, force, now)
+    if p.reasons and spec.rotate_key and spec.key_location == "controller":
+        p.new_key = True
+    return p
+
+
+def _held_in_store(p, store):
+    """The key and certificate in the store; a missing key or one of another type means a new key."""
+    spec = p.spec
+    key_path = store.leaf_path(spec.name, "key.pem")
     key_data = store.read(key_path)
     if key_data is not None:
         p.key = keys.from_pem(key_data, key_path)
-    cert_data = store.read(cert_path)
-    if cert_data is not None:
-        try:
-            p.cert = pem.load_cert(cert_data, cert_path)
-        except PkiError:
-            p.reasons.append("unreadable")
-    elif not p.reasons:
-        p.reasons.append("missing")
+    p.cert = _stored_cert(p, store)
     if p.key is None:
         p.new_key = True
         if p.cert is not None:
@@ -102,25 +122,83 @@ def _plan(store, auth, spec, renew_before_days, force, now):
     elif renewal.key_changed(spec.key, p.key):
         p.new_key = True
         p.reasons.append("spec_changed: key_type")
-    if p.cert is not None:
-        if p.key is not None and not p.new_key and keys.public_der(p.key) != keys.public_der(p.cert.public_key()):
-            p.reasons.append("key_mismatch")
-        changes = renewal.leaf_changes(spec, p.cert)
-        if changes:
-            p.reasons.append("spec_changed: " + ", ".join(changes))
-        if renewal.issuer_changed(p.cert, auth.cert):
-            p.reasons.append("issuer_changed")
-        elif renewal.outlives_issuer(p.cert, auth.cert):
-            p.reasons.append("outlives_issuer")
-        due = renewal.due(p.cert, spec.renew_before_days if spec.renew_before_days is not None
-                          else renew_before_days, now)
-        if due:
-            p.reasons.append(due)
-        if force or spec.force:
-            p.reasons.append("forced")
-    if p.reasons and spec.rotate_key:
-        p.new_key = True
-    return p
+    if p.key is not None and not p.new_key:
+        p.public_key = p.key.public_key()
+
+
+def _stored_cert(p, store):
+    cert_path = store.leaf_path(p.spec.name, "cert.pem")
+    data = store.read(cert_path)
+    if data is None:
+        p.reasons.append("missing")
+        return None
+    try:
+        return pem.load_cert(data, cert_path)
+    except PkiError:
+        p.reasons.append("unreadable")
+        return None
+
+
+def _held_on_host(p, store, report):
+    """The host's key (its CSR's public key) and the certificate it holds; never a key from the store."""
+    spec, what = p.spec, f"certificate {p.spec.name!r}"
+    if report is None:
+        raise PkiError(f"{what} has key_location host but no report from its host: pass the host's csr "
+                       f"(and held_certificate) from mtls.rollout.host_key", "no_csr")
+    if renewal.key_changed(spec.key, report.public_key):
+        raise PkiError(f"the host's key for {what} is {keys.spec_of(report.public_key)} but the inventory asks "
+                       f"for {spec.key}: let mtls.rollout.host_key make a key of that type (it does so when "
+                       f"key_type changes) and send its CSR", "key_type")
+    stored_key = store.read(store.leaf_path(spec.name, "key.pem"))
+    if stored_key is not None:
+        pushed = keys.from_pem(stored_key, store.leaf_path(spec.name, "key.pem"))
+        if keys.public_der(pushed) == keys.public_der(report.public_key):
+            raise PkiError(f"the host offers the key the control node made for {what} (its key_location was "
+                           f"controller): that key has travelled, so it is not certified again; let "
+                           f"mtls.rollout.host_key make a new key on the host (rotate) and send its CSR",
+                           "key_location_changed")
+        p.reasons.append("key_location_changed")
+    p.public_key = report.public_key
+    if report.held_unreadable:
+        p.reasons.append("unreadable")
+    elif report.held is None:
+        p.reasons.append("missing")
+    else:
+        p.cert = report.held
+
+
+def _reasons(spec, cert, public_key, auth, renew_before_days, force, now, rotating=False):
+    """Why ``cert``, held for ``spec`` with ``public_key``, must be issued again (empty: it need not)."""
+    reasons = []
+    if public_key is not None and keys.public_der(public_key) != keys.public_der(cert.public_key()):
+        reasons.append("key_rotation" if rotating else "key_mismatch")
+    changes = renewal.leaf_changes(spec, cert)
+    if changes:
+        reasons.append("spec_changed: " + ", ".join(changes))
+    if renewal.issuer_changed(cert, auth.cert):
+        reasons.append("issuer_changed")
+    elif renewal.outlives_issuer(cert, auth.cert):
+        reasons.append("outlives_issuer")
+    due = renewal.due(cert, spec.renew_before_days if spec.renew_before_days is not None else renew_before_days, now)
+    if due:
+        reasons.append(due)
+    if force or spec.force:
+        reasons.append("forced")
+    return reasons
+
+
+def _deploy_stored(p, store, auth, renew_before_days, force, now):
+    """A certificate issued for the host's key by an earlier run that never reached the host (its deployment
+    failed) is deployed, not issued again: no second serial for the same request without a reason."""
+    if "key_location_changed" in p.reasons:
+        return
+    data = store.read(store.leaf_path(p.spec.name, "cert.pem"))
+    try:
+        stored = pem.load_cert(data, "") if data is not None else None
+    except PkiError:
+        return
+    if stored is not None and not _reasons(p.spec, stored, p.public_key, auth, renew_before_days, force, now):
+        p.cert, p.reasons, p.undeployed = stored, [], True
 
 
 def _check_constraints(auth, spec):
@@ -135,13 +213,16 @@ def _check_constraints(auth, spec):
 def _issue(p, auth, index, now):
     if p.new_key:
         p.key = keys.generate(p.spec.key)
+        p.public_key = p.key.public_key()
     not_before, not_after, clipped = issuance.validity(now, p.spec.valid_days, auth.cert)
     if clipped:
         p.warnings.append(issuance.clip_warning(f"certificate {p.spec.name!r}", p.spec.valid_days, auth.name,
                                                 auth.cert))
-    p.cert = build.leaf_certificate(p.spec, p.key.public_key(), auth.cert, auth.key,
+    p.cert = build.leaf_certificate(p.spec, p.public_key, auth.cert, auth.key,
                                     issuance.serial(index, auth.name), not_before, not_after)
-    index.add(issuance.record("leaf", p.spec.name, auth.name, p.cert, p.spec.profile, "; ".join(p.reasons), now))
+    record = issuance.record("leaf", p.spec.name, auth.name, p.cert, p.spec.profile, "; ".join(p.reasons), now)
+    record["key_location"] = p.spec.key_location
+    index.add(record)
 
 
 def _stage_files(store, txn, auth, p, index, check):
@@ -155,6 +236,15 @@ def _stage_files(store, txn, auth, p, index, check):
         if p.new_key:
             txn.write(path("key.pem"), keys.to_pem(p.key), KEY_MODE)
     derived = []
+    if not issued and p.cert is not None and p.spec.key_location == "host" and \
+            store.read(path("cert.pem")) != pem.to_pem(p.cert):
+        derived.append("cert.pem")  # the store keeps the certificate the host holds (e.g. after a lost file)
+        if not check:
+            txn.write(path("cert.pem"), pem.to_pem(p.cert))
+    if p.spec.key_location == "host" and store.read(path("key.pem")) is not None:
+        derived.append("key.pem")  # key_location_changed: the pushed key leaves the store
+        if not check:
+            txn.remove(path("key.pem"))
     for f, data in (("chain.pem", pem.to_pem(*auth.intermediates)),
                     ("fullchain.pem", pem.to_pem(p.cert, *auth.intermediates)), ("ca.pem", pem.to_pem(auth.root))):
         if store.read(path(f)) != data:
@@ -173,7 +263,7 @@ def _start_bundles(store, auth, plans, index):
     jobs = []
     for p in plans:
         p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
-        if p.bundle_change and p.spec.pkcs12 is not None:
+        if p.bundle_change and _store_bundle(p.spec) is not None:
             jobs.append(p)
     batch = pkcs12.Batch([(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root]) for p in jobs])
     batch.plans = jobs
@@ -193,7 +283,7 @@ def _bundle_change(store, p, index, issued, auth):
     """
     path = store.leaf_path(p.spec.name, "bundle.p12")
     meta = index.bundles.get(p.spec.name)
-    if p.spec.pkcs12 is None:
+    if _store_bundle(p.spec) is None:
         return "bundle.p12" if os.path.exists(path) else None
     data = store.read(path)
     if issued or data is None or not meta:
@@ -209,8 +299,13 @@ def _chain_digest(auth):
     return hashlib.sha256(pem.to_pem(*auth.intermediates, auth.root)).hexdigest()
 
 
+def _store_bundle(spec):
+    """The bundle the store makes: none for a host key (the host builds its own from its key)."""
+    return spec.pkcs12 if spec.key_location == "controller" else None
+
+
 def _stage_bundle(txn, path, p, auth, index):
-    if p.spec.pkcs12 is None:
+    if _store_bundle(p.spec) is None:
         txn.remove(path)
         index.bundles.pop(p.spec.name, None)
         return
@@ -228,18 +323,22 @@ def _result(store, p, before, derived, pending_issue):
     if p.reasons:
         action = "issued" if before is None and "unreadable" not in p.reasons else "renewed"
         reasons = list(p.reasons)
-    elif derived:
-        action, reasons = "updated", [f"{f} out of date" for f in derived]
+    elif derived or p.undeployed:
+        action = "updated"
+        reasons = (["issued earlier, not on the host yet"] if p.undeployed else []) + [f"{f} out of date" for f in derived]
     else:
         action, reasons = "unchanged", []
+    files = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem")
     paths = {f.split(".", maxsplit=1)[0]: store.leaf_path(spec.name, f)
-             for f in ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem")}
-    if spec.pkcs12 is not None:
+             for f in files if f != "key.pem" or spec.key_location == "controller"}
+    if _store_bundle(spec) is not None:
         paths["pkcs12"] = store.leaf_path(spec.name, "bundle.p12")
     result = {"name": spec.name, "changed": action != "unchanged", "action": action, "reasons": reasons,
               "reason": "; ".join(reasons), "profile": spec.profile, "dns": list(spec.dns),
               "ip": [str(i) for i in spec.ip], "email": list(spec.email), "paths": paths,
-              "key_rotated": bool(p.reasons) and p.new_key and before is not None, "warnings": p.warnings,
+              "key_location": spec.key_location, "warnings": p.warnings,
+              "key_rotated": bool(p.reasons) and before is not None and (
+                  p.new_key or "key_rotation" in p.reasons or "key_location_changed" in p.reasons),
               "before": pem.facts(before) if before is not None else None}
     if p.cert is not None and not pending_issue:
         result.update(pem.facts(p.cert))

@@ -20,6 +20,7 @@ SUBJECT_FIELDS = {  # option name -> (OID, max length per RFC 5280 upper bounds)
     "email": (NameOID.EMAIL_ADDRESS, 255),
 }
 PKCS12_ENCRYPTIONS = ("modern", "compat")
+KEY_LOCATIONS = ("controller", "host")  # where a leaf's private key is made and kept
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,8 @@ class LeafSpec:
     renew_before_days: float = None
     rotate_key: bool = False
     force: bool = False
-    pkcs12: Pkcs12Spec = None
+    pkcs12: Pkcs12Spec = None  # built in the store for controller keys, on the host for host keys
+    key_location: str = "controller"
 
     def san(self):
         """The SAN entries in a canonical, comparable form."""
@@ -195,7 +197,7 @@ class LeafSpec:
 
 
 LEAF_KEYS = {"name", "profile", "dns", "ip", "email", "key_type", "key_size", "curve", "valid_days",
-             "renew_before_days", "rotate_key", "force", "pkcs12", "subject"} | set(SUBJECT_FIELDS)
+             "renew_before_days", "rotate_key", "force", "pkcs12", "subject", "key_location"} | set(SUBJECT_FIELDS)
 PKCS12_KEYS = {"password", "encryption", "friendly_name", "include_chain"}
 
 
@@ -243,6 +245,10 @@ def leaf_spec(item, defaults=None):
         raise PkiError(f"{what} has no identity: give a common_name, dns, ip or email")
     if profile in ("server", "both") and not (dns or ips):
         raise PkiError(f"server {what} needs at least one DNS name or IP address (dns, ip or common_name)")
+    key_location = merged.get("key_location") or "controller"
+    if key_location not in KEY_LOCATIONS:
+        raise PkiError(f"unknown key_location {key_location!r} in {what}: use 'controller' (made in the store and "
+                       f"pushed) or 'host' (made on the host, which sends a CSR)")
     p12 = merged.get("pkcs12")
     if p12 not in (None, False, {}):
         p12 = _pkcs12_spec(p12 if isinstance(p12, dict) else {}, what, name)
@@ -253,7 +259,8 @@ def leaf_spec(item, defaults=None):
                     key=keys.key_spec(merged.get("key_type"), merged.get("key_size"), merged.get("curve")),
                     valid_days=_days(merged.get("valid_days"), LEAF_DAYS, what),
                     renew_before_days=_renew_before(merged.get("renew_before_days"), what),
-                    rotate_key=bool(merged.get("rotate_key")), force=bool(merged.get("force")), pkcs12=p12)
+                    rotate_key=bool(merged.get("rotate_key")), force=bool(merged.get("force")), pkcs12=p12,
+                    key_location=key_location)
 
 
 def _looks_like_ip(value):

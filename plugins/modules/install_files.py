@@ -35,9 +35,16 @@ options:
         type: path
         required: true
       content:
-        description: The file's content.
+        description:
+          - The file's content. Binary content is given as C(base64:) followed by the base64 text.
+          - Exactly one of O(files[].content) and O(files[].source) is required.
         type: str
-        required: true
+      source:
+        description:
+          - Take the content from this file on the host instead, and remove it (and a C(.csr) beside it) once the
+            whole set is written and validated. Used to put a key made on the host (C(key.pem.next) from
+            M(mtls.rollout.host_key)) in place together with its certificate.
+        type: path
       mode:
         description: Octal mode, such as V('0644') or V('0400').
         type: str
@@ -55,6 +62,22 @@ options:
   validate:
     description: Command run after writing when anything changed; a non-zero exit restores every file.
     type: str
+  pairs:
+    description:
+      - Certificate and key files (on the host) that must belong together once the set is written; a pair that
+        does not restores every file. Checked with the host's C(openssl) command.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      certificate:
+        description: Certificate (or fullchain) file; its first certificate is checked.
+        type: path
+        required: true
+      key:
+        description: Private key file.
+        type: path
+        required: true
   dir_mode:
     description: Mode of parent directories this module creates.
     type: str
@@ -99,9 +122,12 @@ def _normalise(module, files):
         except ValueError:
             module.fail_json(msg=f"invalid mode {f['mode']!r} for {f['path']}: use an octal string such as '0644'")
         content = f["content"]
-        data = base64.b64decode(content[7:]) if content.startswith("base64:") else content.encode()
-        out.append({"path": f["path"], "content": data, "mode": mode, "owner": f["owner"], "group": f["group"],
-                    "secret": f["secret"]})
+        if (content is None) == (f["source"] is None):
+            module.fail_json(msg=f"{f['path']}: give exactly one of content and source")
+        data = None if content is None else (
+            base64.b64decode(content[7:]) if content.startswith("base64:") else content.encode())
+        out.append({"path": f["path"], "content": data, "source": f["source"], "mode": mode, "owner": f["owner"],
+                    "group": f["group"], "secret": f["secret"] or f["source"] is not None})
     return out
 
 
@@ -110,12 +136,16 @@ def main():
         argument_spec={
             "files": {"type": "list", "elements": "dict", "required": True, "options": {
                 "path": {"type": "path", "required": True},
-                "content": {"type": "str", "required": True, "no_log": True},
+                "content": {"type": "str", "no_log": True},
+                "source": {"type": "path"},
                 "mode": {"type": "str", "default": "0644"},
                 "owner": {"type": "str"},
                 "group": {"type": "str"},
                 "secret": {"type": "bool", "default": False}}},
             "validate": {"type": "str"},
+            "pairs": {"type": "list", "elements": "dict", "default": [], "options": {
+                "certificate": {"type": "path", "required": True},
+                "key": {"type": "path", "required": True}}},
             "dir_mode": {"type": "str", "default": "0755"},
         },
         supports_check_mode=True,
@@ -123,7 +153,7 @@ def main():
     files = _normalise(module, module.params["files"])
     try:
         changed = file_set.plan(files) if module.check_mode else file_set.apply(
-            files, module.params["validate"], int(module.params["dir_mode"], 8))
+            files, module.params["validate"], int(module.params["dir_mode"], 8), module.params["pairs"])
     except (file_set.FileSetError, OSError) as e:
         module.fail_json(msg=f"{e}; every file was restored to its previous state", changed=False)
     result = {"changed": bool(changed), "changed_files": changed}

@@ -1,7 +1,11 @@
 """Install a set of files as one change: write them all, validate, and put everything back on failure.
 
-Runs on managed hosts (stdlib only, Python 3.8+). Used to push certificates, keys and configuration to
+Runs on managed hosts (stdlib only, Python 3.6+). Used to push certificates, keys and configuration to
 servers and clients in one round trip, so a rejected configuration never replaces a working one.
+
+A file may come from another file on the host (``source``): a key made there (``host_key``'s ``.next``)
+replaces the one in use in the same change as its certificate; the source is removed only once the whole
+set is written and validated. ``pairs`` checks that each installed certificate carries its installed key.
 """
 
 import grp
@@ -15,7 +19,7 @@ class FileSetError(Exception):
     pass
 
 
-def _ids(owner, group):
+def ids(owner, group):
     try:
         uid = pwd.getpwnam(owner).pw_uid if owner else -1
         gid = grp.getgrnam(group).gr_gid if group else -1
@@ -34,11 +38,23 @@ def _state(path):
         return None
 
 
+def load_sources(files):
+    """Read the content of every file given by ``source`` (a path on this host) into ``content``."""
+    for f in files:
+        if f.get("source") and f.get("content") is None:
+            try:
+                with open(f["source"], "rb") as fh:
+                    f["content"] = fh.read()
+            except OSError as e:
+                raise FileSetError(f"cannot read {f['source']} (source of {f['path']}): {e.strerror}") from None
+    return files
+
+
 def plan(files):
     """The paths whose content, mode or ownership differ from what is wanted."""
     changed = []
-    for f in files:
-        uid, gid = _ids(f.get("owner"), f.get("group"))
+    for f in load_sources(files):
+        uid, gid = ids(f.get("owner"), f.get("group"))
         have = _state(f["path"])
         want = (f["content"], f["mode"], uid if uid != -1 else None, gid if gid != -1 else None)
         if have is None or have[0] != want[0] or have[1] != want[1] or \
@@ -47,40 +63,76 @@ def plan(files):
     return changed
 
 
-def _write(path, content, mode, uid, gid, dir_mode):
+def write_file(path, content, mode, uid, gid, dir_mode):
+    """Write ``path`` atomically: a temp file made 0600 from the first byte, owner and mode set, fsync, rename."""
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         os.makedirs(parent, dir_mode)
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            view = memoryview(content)
+            while view:  # os.write may write less than asked (a full disk): never a silently short file
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
-def apply(files, validate=None, dir_mode=0o755):
-    """Write the changed files, run ``validate``; on any failure restore the previous state and raise."""
+def apply(files, validate=None, dir_mode=0o755, pairs=()):
+    """Write the changed files, run ``validate`` and check ``pairs`` [{certificate, key}]; on any failure
+    restore the previous state and raise. Sources of files are removed once everything succeeded."""
     changed = set(plan(files))
     previous = {f["path"]: _state(f["path"]) for f in files if f["path"] in changed}
     try:
         for f in files:
             if f["path"] in changed:
-                uid, gid = _ids(f.get("owner"), f.get("group"))
-                _write(f["path"], f["content"], f["mode"], uid, gid, dir_mode)
+                uid, gid = ids(f.get("owner"), f.get("group"))
+                write_file(f["path"], f["content"], f["mode"], uid, gid, dir_mode)
         if changed and validate:
             proc = subprocess.run(shlex.split(validate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   universal_newlines=True, check=False)
             if proc.returncode != 0:
                 raise FileSetError(f"validation '{validate}' failed (exit {proc.returncode}): {proc.stdout.strip()}")
+        if changed:
+            for pair in pairs:
+                check_pair(pair["certificate"], pair["key"])
     except (OSError, FileSetError):
         restore(previous)
         raise
+    for f in files:
+        if f.get("source"):  # now installed (or already was): the pending copy goes
+            for leftover in (f["source"], f["source"] + ".csr"):
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    pass
     return sorted(changed)
+
+
+def check_pair(certificate, key):
+    """Fail unless the first certificate in ``certificate`` carries the public key of the key in ``key``."""
+    from . import der, openssl  # only needed when pairs are checked
+    try:
+        with open(certificate, "rb") as f:
+            blocks = der.pem_blocks(f.read(), "CERTIFICATE")
+        if not blocks:
+            raise FileSetError(f"{certificate} holds no certificate")
+        if der.certificate_spki(blocks[0]) != openssl.public_key_der(key):
+            raise FileSetError(f"the private key {key} does not belong to the certificate {certificate} (their "
+                               f"public keys differ)")
+    except (der.DerError, openssl.OpenSSLError) as e:
+        raise FileSetError(f"cannot check that {key} belongs to {certificate}: {e}") from None
 
 
 def restore(previous):
@@ -92,4 +144,4 @@ def restore(previous):
                 pass
         else:
             content, mode, uid, gid = old
-            _write(path, content, mode, uid, gid, 0o755)
+            write_file(path, content, mode, uid, gid, 0o755)

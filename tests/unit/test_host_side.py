@@ -1,0 +1,200 @@
+"""The code that runs on hosts keeping their own keys (plugins/module_utils/host): real openssl, no cryptography."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from ansible_collections.mtls.rollout.plugins.module_utils.host import der, file_set, host_key, openssl, pkcs12_bundle
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import csr, specs
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
+
+EC = ("ec", "P-256")
+
+
+def ensure(path, spec=EC, **kw):
+    return host_key.ensure(str(path), spec, **kw)
+
+
+def mode_of(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every openssl command line run by the host code (a spy: the commands still run)."""
+    seen = []
+    real = openssl.run
+
+    def spy(args, *a, **k):
+        seen.append(args[0])
+        return real(args, *a, **k)
+    monkeypatch.setattr(openssl, "run", spy)
+    return seen
+
+
+@pytest.mark.parametrize("spec", [EC, ("ec", "P-384"), ("rsa", 2048), ("ed25519", None)])
+def test_key_made_once_with_its_mode_and_a_csr_for_it(tmp_path, spec, calls):
+    key = tmp_path / "d" / "key.pem"
+    first = ensure(key, spec, mode=0o400, dir_mode=0o750)
+    assert first["changed"] and first["created"] == [str(key)] and not first["rotating"]
+    assert mode_of(key) == 0o400 and mode_of(key.parent) == 0o750
+    assert b"PRIVATE KEY" in key.read_bytes() and "PRIVATE" not in repr(first)
+    request = x509.load_pem_x509_csr(first["csr"].encode())
+    assert request.is_signature_valid
+    assert der.key_kind(der.csr_spki(request.public_bytes(serialization.Encoding.DER))) == spec
+    calls.clear()
+    content, inode = key.read_bytes(), key.stat().st_ino
+    second = ensure(key, spec, mode=0o400, dir_mode=0o750)
+    assert not second["changed"] and second["csr"] == first["csr"]
+    assert calls == ["pkey"], "an idempotent run reads the public key once and signs nothing"
+    assert key.read_bytes() == content and key.stat().st_ino == inode
+
+
+def test_mode_is_repaired_and_reported(tmp_path):
+    key = tmp_path / "key.pem"
+    ensure(key)
+    os.chmod(key, 0o644)
+    assert ensure(key)["changed"] and mode_of(key) == 0o600
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "symlink", "encrypted"])
+def test_unreadable_key_is_an_error_and_never_replaced(tmp_path, damage):
+    key = tmp_path / "key.pem"
+    ensure(key)
+    if damage == "garbage":
+        key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    elif damage == "truncated":
+        key.write_bytes(key.read_bytes()[:60])
+    elif damage == "symlink":
+        os.rename(key, tmp_path / "real.pem")
+        os.symlink(tmp_path / "real.pem", key)
+    else:
+        subprocess.run(["openssl", "pkey", "-in", str(key), "-out", str(key) + ".enc", "-aes256", "-passout",
+                        "pass:x"], check=True)
+        os.replace(str(key) + ".enc", key)
+    before = key.read_bytes() if damage != "symlink" else None
+    with pytest.raises(host_key.HostKeyError) as info:
+        ensure(key)
+    assert str(key) in str(info.value) and "host " in str(info.value)
+    if before is not None:
+        assert key.read_bytes() == before
+    assert not os.path.exists(str(key) + ".next")
+
+
+def test_rotation_makes_the_next_key_and_keeps_the_current_one(tmp_path):
+    key = tmp_path / "key.pem"
+    first = ensure(key)
+    current = key.read_bytes()
+    rotating = ensure(key, rotate=True)
+    assert rotating["rotating"] and rotating["pending_path"] == str(key) + ".next"
+    assert key.read_bytes() == current and rotating["csr"] != first["csr"]
+    again = ensure(key)  # a rotation in progress is resumed, not restarted
+    assert again["rotating"] and again["csr"] == rotating["csr"] and not again["changed"]
+
+
+def test_key_type_change_makes_a_next_key_of_the_new_type(tmp_path):
+    key = tmp_path / "key.pem"
+    ensure(key)
+    result = ensure(key, ("rsa", 2048))
+    assert result["rotating"] and result["key_type"] == "rsa 2048"
+    assert der.key_kind(der.csr_spki(der.pem_blocks(result["csr"], "CERTIFICATE REQUEST")[0])) == ("rsa", 2048)
+    back = ensure(key, EC)  # asked for the old type again: the pending rsa key is dropped
+    assert not back["rotating"] and not os.path.exists(str(key) + ".next")
+
+
+def test_check_mode_makes_nothing(tmp_path):
+    key = tmp_path / "key.pem"
+    result = ensure(key, check=True)
+    assert result["changed"] and result["csr"] is None and not key.exists()
+
+
+def _signed(pki, name, request_pem, profile="server"):
+    item = {"name": name, "profile": profile, "common_name": f"{name}.example.com", "key_location": "host"}
+    ensure_leaves(pki, "int", [specs.leaf_spec(item)], reports={name: csr.host_report(name, request_pem)})
+    return pki.leaf_path(name)
+
+
+def test_only_certificates_are_reported_back(tmp_path, pki):
+    key = tmp_path / "key.pem"
+    leaf = _signed(pki, "web", ensure(key)["csr"])
+    held = tmp_path / "fullchain.pem"
+    held.write_bytes(open(f"{leaf}/fullchain.pem", "rb").read() + key.read_bytes())  # a careless file
+    facts = ensure(key, certificate_path=str(held))
+    assert facts["certificate_matches_key"] is True
+    assert facts["certificate"].count("BEGIN CERTIFICATE") == 1 and "PRIVATE" not in facts["certificate"]
+    held.write_bytes(key.read_bytes())  # certificate_path pointed at the key by mistake
+    facts = ensure(key, certificate_path=str(held))
+    assert facts["certificate"] is None and facts["certificate_unreadable"] and "PRIVATE" not in repr(facts)
+
+
+def test_install_moves_the_next_key_with_its_certificate(tmp_path, pki):
+    key = tmp_path / "key.pem"
+    ensure(key)
+    old = key.read_bytes()
+    leaf = _signed(pki, "web", ensure(key, rotate=True)["csr"])
+    cert = tmp_path / "cert.pem"
+    files = [{"path": str(cert), "content": open(f"{leaf}/cert.pem", "rb").read(), "mode": 0o644},
+             {"path": str(key), "source": str(key) + ".next", "mode": 0o600}]
+    pair = [{"certificate": str(cert), "key": str(key)}]
+    assert sorted(file_set.apply(files, pairs=pair)) == [str(cert), str(key)]
+    assert key.read_bytes() != old and not os.path.exists(str(key) + ".next")
+    assert not os.path.exists(str(key) + ".next.csr")
+    assert ensure(key, certificate_path=str(cert))["certificate_matches_key"] is True
+
+
+def test_install_with_a_key_that_does_not_fit_restores_everything(tmp_path, pki):
+    key = tmp_path / "key.pem"
+    ensure(key)
+    old = key.read_bytes()
+    leaf = _signed(pki, "web", ensure(key)["csr"])  # certificate for the current key...
+    ensure(key, rotate=True)  # ...but the install brings the next one
+    cert = tmp_path / "cert.pem"
+    files = [{"path": str(cert), "content": open(f"{leaf}/cert.pem", "rb").read(), "mode": 0o644},
+             {"path": str(key), "source": str(key) + ".next", "mode": 0o600}]
+    with pytest.raises(file_set.FileSetError, match="does not belong"):
+        file_set.apply(files, pairs=[{"certificate": str(cert), "key": str(key)}])
+    assert key.read_bytes() == old and not cert.exists() and os.path.exists(str(key) + ".next")
+
+
+@pytest.mark.parametrize("encryption, needles", [
+    ("modern", ["AES-256-CBC", "hmacWithSHA256", "MAC: sha256"]),
+    ("compat", ["pbeWithSHA1And3-KeyTripleDES-CBC", "MAC: sha1"]),
+])
+def test_pkcs12_built_on_the_host_in_the_engine_profiles(tmp_path, pki, encryption, needles, calls):
+    key = tmp_path / "key.pem"
+    leaf = _signed(pki, "alice", ensure(key)["csr"], profile="client")
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(open(f"{leaf}/chain.pem", "rb").read() + open(f"{leaf}/ca.pem", "rb").read())
+    bundle = tmp_path / "client.p12"
+    args = (str(bundle), str(key), f"{leaf}/cert.pem", str(chain), "alice", "s3cret pw", encryption)
+    assert pkcs12_bundle.ensure(*args)["changed"] and mode_of(bundle) == 0o600
+    info = subprocess.run(["openssl", "pkcs12", "-info", "-in", str(bundle), "-noout", "-passin", "pass:s3cret pw"],
+                          capture_output=True, text=True, check=True).stderr
+    for needle in needles:
+        assert needle in info, info
+    loaded = pkcs12.load_pkcs12(bundle.read_bytes(), b"s3cret pw")
+    assert loaded.cert.friendly_name == b"alice" and len(loaded.additional_certs) == 2
+    assert der.csr_spki(der.pem_blocks(ensure(key)["csr"], "CERTIFICATE REQUEST")[0]) == \
+        loaded.key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    calls.clear()
+    assert not pkcs12_bundle.ensure(*args)["changed"] and calls == []
+    assert pkcs12_bundle.ensure(*args[:5], "other pw", encryption)["reason"] == "settings changed"
+    assert "s3cret" not in (tmp_path / "client.p12.meta").read_text()
+
+
+def test_host_code_runs_without_the_cryptography_library(tmp_path):
+    """A plain Debian host may have no python3-cryptography: the host side must not need it."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", ".cache", "collections")
+    code = ("import sys; sys.modules['cryptography'] = None\n"
+            f"sys.path.insert(0, {os.path.abspath(root)!r})\n"
+            "from ansible_collections.mtls.rollout.plugins.module_utils.host import host_key\n"
+            f"r = host_key.ensure({str(tmp_path / 'k.pem')!r}, ('ec', 'P-256'))\n"
+            "assert 'CERTIFICATE REQUEST' in r['csr']; print('ok')")
+    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "ok", proc.stderr

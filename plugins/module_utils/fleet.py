@@ -20,6 +20,19 @@ def server_name(host, hostvars):
     return hostvars[host].get("mtls_server_certificate_name") or f"{host}-server"
 
 
+def with_host_key(cert, hv, report_var):
+    """The certificate item for a host whose key stays on it (mtls_key_location host): its CSR and the
+    certificate it holds, from what the role's host_key task registered as ``report_var``. None when that host
+    made no report (it failed or was unreachable earlier in the run): it gets nothing this run."""
+    if (hv.get("mtls_key_location") or "controller") != "host":
+        return cert
+    report = hv.get(report_var)
+    if not isinstance(report, dict) or report.get("failed") or report.get("skipped") or "csr" not in report:
+        return None
+    return dict(cert, key_location="host", csr=report.get("csr"), held_certificate=report.get("certificate") or "",
+                rotating=bool(report.get("rotating")))
+
+
 def server_certificates(hosts, hostvars):
     """One server certificate per host: SAN from mtls_server_names plus the host's IP addresses."""
     out = []
@@ -35,7 +48,9 @@ def server_certificates(hosts, hostvars):
         cert = {"name": server_name(host, hostvars), "profile": "server", "dns": dns, "ip": ips,
                 "common_name": (dns or ips)[0] if (dns or ips) else None}
         cert.update(hv.get("mtls_server_certificate") or {})
-        out.append(cert)
+        cert = with_host_key(cert, hv, "_mtls_server_key")
+        if cert is not None:
+            out.append(cert)
     return out
 
 
@@ -51,7 +66,9 @@ def client_certificates(hosts, hostvars, identities=()):
             if hv.get("mtls_client_pkcs12_friendly_name"):  # the name browsers and keychains show
                 cert["pkcs12"]["friendly_name"] = hv["mtls_client_pkcs12_friendly_name"]
         cert.update(hv.get("mtls_client_certificate") or {})
-        out.append(cert)
+        cert = with_host_key(cert, hv, "_mtls_client_key")
+        if cert is not None:
+            out.append(cert)
     for identity in identities or ():
         out.append({"profile": "client", "common_name": identity.get("name"), **identity})
     return out

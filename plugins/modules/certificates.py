@@ -19,7 +19,7 @@ description:
     is set, C(bundle.p12) (0600).
   - "A certificate is re-issued only for a reason, which the result names - V(missing), V(unreadable),
     V(key_missing), V(key_mismatch), V(spec_changed: dns, ip), V(issuer_changed), V(outlives_issuer),
-    V(due: N days left), V(expired), V(forced). The key is kept on re-issue unless the key type changed or
+    V(due: N days left), V(expired), V(forced), and for keys made on hosts V(key_rotation), V(key_location_changed). The key is kept on re-issue unless the key type changed or
     O(certificates[].rotate_key) is set. Otherwise nothing is touched and no key is generated or signed."
   - A leaf never outlives its issuer - its lifetime is clipped to the issuer's expiry, with a warning.
 author: mtls.rollout maintainers (!UNKNOWN)
@@ -109,8 +109,31 @@ options:
       force:
         description: Re-issue this certificate now.
         type: bool
+      key_location:
+        description:
+          - Where the key is made and kept. V(controller) (default) - in the store, pushed to hosts by the roles.
+            V(host) - on the host that uses it (M(mtls.rollout.host_key)), which sends O(certificates[].csr); the
+            store then holds no key and no bundle for it, and renewal is decided from what the host reports.
+          - Switching from V(controller) to V(host) re-issues with reason V(key_location_changed) and removes the
+            pushed key (and bundle) from the store; a host offering the key that was pushed is refused.
+        type: str
+        choices: [controller, host]
+      csr:
+        description:
+          - With O(certificates[].key_location=host), the host's CSR (PEM). Only its public key is used, once its
+            signature verifies; the names, extensions and key usages it asks for are ignored.
+        type: str
+      held_certificate:
+        description: With O(certificates[].key_location=host), the certificate the host has installed now (PEM), or empty.
+        type: str
+      rotating:
+        description: With O(certificates[].key_location=host), the CSR is for a new key replacing the one in use
+          (reason V(key_rotation)).
+        type: bool
       pkcs12:
-        description: Also write C(bundle.p12) with key, certificate and chain.
+        description:
+          - Also write C(bundle.p12) with key, certificate and chain (controller keys; a host key's bundle is built
+            on the host by M(mtls.rollout.host_pkcs12)).
         type: dict
         suboptions:
           password:
@@ -200,8 +223,11 @@ certificates:
       description: SHA-256 fingerprint.
       type: str
     paths:
-      description: C(cert), C(key), C(chain), C(fullchain), C(ca) and, with a bundle, C(pkcs12).
+      description: C(cert), C(key) (controller keys), C(chain), C(fullchain), C(ca) and, with a bundle, C(pkcs12).
       type: dict
+    key_location:
+      description: V(controller) or V(host).
+      type: str
 summary:
   description: How many certificates ended in each action.
   returned: always
@@ -218,7 +244,7 @@ from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import Pki
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
 
 try:  # the PKI engine needs the cryptography library on the control node
-    from ansible_collections.mtls.rollout.plugins.module_utils.pki import specs
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki import csr, specs
     from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
@@ -246,8 +272,13 @@ LEAF = {
     "renew_before_days": {"type": "float"},
     "rotate_key": {"type": "bool"},
     "force": {"type": "bool"},
+    "key_location": {"type": "str", "choices": ["controller", "host"]},
+    "csr": {"type": "str"},
+    "held_certificate": {"type": "str"},
+    "rotating": {"type": "bool"},
     "pkcs12": PKCS12,
 }
+HOST_REPORT = ("csr", "held_certificate", "rotating")
 
 
 def main():
@@ -270,9 +301,13 @@ def main():
     if isinstance(defaults.get("pkcs12"), dict) and defaults["pkcs12"].get("password"):
         module.no_log_values.add(str(defaults["pkcs12"]["password"]))
     try:
-        leaf_specs = [specs.leaf_spec(item, defaults) for item in p["certificates"]]
+        items = [{k: v for k, v in item.items() if k not in HOST_REPORT} for item in p["certificates"]]
+        leaf_specs = [specs.leaf_spec(item, defaults) for item in items]
+        reports = {spec.name: csr.host_report(spec.name, item["csr"], item["held_certificate"], item["rotating"],
+                                              module.check_mode)
+                   for spec, item in zip(leaf_specs, p["certificates"]) if spec.key_location == "host"}
         results = ensure_leaves(Store(p["pki_dir"]), p["issuer"], leaf_specs, p["issuer_passphrase"],
-                                p["renew_before_days"], p["force"], module.check_mode)
+                                p["renew_before_days"], p["force"], module.check_mode, reports=reports)
     except PkiError as e:
         module.fail_json(**module_args.fail_json_kwargs(e))
     summary = dict.fromkeys(("issued", "renewed", "updated", "unchanged"), 0)

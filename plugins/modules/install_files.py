@@ -41,8 +41,8 @@ options:
         type: str
       source:
         description:
-          - Take the content from this file on the host instead, and remove it (and a C(.csr) beside it) once the
-            whole set is written and validated. Used to put a key made on the host (C(key.pem.next) from
+          - Take the content from this file on the host instead, and remove it once the whole set is written and
+            validated (a C(.csr) beside it moves along to O(files[].path)C(.csr)). Used to put a key made on the host (C(key.pem.next) from
             M(mtls.rollout.host_key)) in place together with its certificate.
         type: path
       mode:

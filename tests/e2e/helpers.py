@@ -27,6 +27,9 @@ def run_playbook(playbook, inventory, extra_vars=None, *args, check=True):
     proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=ROOT, timeout=900)
     out = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
+        if os.environ.get("MTLS_PLAYBOOK_LOG"):  # the whole output, for debugging a failed run
+            with open(os.environ["MTLS_PLAYBOOK_LOG"], "w") as f:
+                f.write(out)
         raise AssertionError(f"{' '.join(argv[:4])} failed ({proc.returncode}):\n{out[-6000:]}")
     return proc.returncode, out
 
@@ -51,3 +54,15 @@ def curl(url, cert=None, key=None, cacert=None, resolve=None):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     body, _, status = proc.stdout.rpartition("\n")
     return int(status or 0), body + proc.stderr
+
+
+def changed_tasks(output, host):
+    """Names of the tasks that reported changed for ``host`` in a playbook's output."""
+    found, task = [], None
+    for line in output.splitlines():
+        m = re.match(r"^TASK \[(.*)\]", line)
+        if m:
+            task = m.group(1)
+        elif re.match(rf"^changed: \[{re.escape(host)}[\]\s-]", line):
+            found.append(task)
+    return found

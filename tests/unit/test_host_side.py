@@ -145,7 +145,8 @@ def test_install_moves_the_next_key_with_its_certificate(tmp_path, pki):
     assert sorted(file_set.apply(files, pairs=pair)) == [str(cert), str(key)]
     assert key.read_bytes() != old and not os.path.exists(str(key) + ".next")
     assert not os.path.exists(str(key) + ".next.csr")
-    assert ensure(key, certificate_path=str(cert))["certificate_matches_key"] is True
+    after = ensure(key, certificate_path=str(cert))
+    assert after["certificate_matches_key"] is True and not after["changed"]  # the CSR moved along with the key
 
 
 def test_install_with_a_key_that_does_not_fit_restores_everything(tmp_path, pki):

@@ -111,12 +111,11 @@ def apply(files, validate=None, dir_mode=0o755, pairs=()):
         restore(previous)
         raise
     for f in files:
-        if f.get("source"):  # now installed (or already was): the pending copy goes
-            for leftover in (f["source"], f["source"] + ".csr"):
-                try:
-                    os.unlink(leftover)
-                except FileNotFoundError:
-                    pass
+        if f.get("source"):  # now installed (or already was): the pending copy goes, its CSR goes with it
+            if os.path.exists(f["source"] + ".csr"):
+                os.replace(f["source"] + ".csr", f["path"] + ".csr")
+            if os.path.exists(f["source"]):
+                os.unlink(f["source"])
     return sorted(changed)
 
 

@@ -22,9 +22,12 @@ class HostReport:
     rotating: bool = False  # the CSR is for a new key that is to replace the one in use
 
 
-def host_report(name, csr_pem, held_pem=None, rotating=False):
-    """A ``HostReport`` from what the host sent for certificate ``name`` (PEM text or bytes)."""
+def host_report(name, csr_pem, held_pem=None, rotating=False, check=False):
+    """A ``HostReport`` from what the host sent for certificate ``name`` (PEM text or bytes). In check mode
+    a host whose key is not made yet sends no CSR: the report then has no public key."""
     what = f"certificate {name!r}"
+    if not csr_pem and check:
+        return HostReport(None, *_held(held_pem, what), bool(rotating))
     if not csr_pem:
         raise PkiError(f"{what} has key_location host but no CSR: the host's key task must run first "
                        f"(mtls.rollout.host_key) and its csr be passed as 'csr'", "no_csr")

@@ -100,7 +100,7 @@ def _plan(store, auth, spec, renew_before_days, force, now, report=None):
     if p.cert is not None:
         p.reasons += _reasons(spec, p.cert, p.public_key, auth, renew_before_days, force, now,
                               rotating=report is not None and report.rotating)
-    if p.reasons and spec.key_location == "host":
+    if p.reasons and spec.key_location == "host" and p.public_key is not None:
         _deploy_stored(p, store, auth, renew_before_days, force, now)
     if p.reasons and spec.rotate_key and spec.key_location == "controller":
         p.new_key = True
@@ -145,18 +145,20 @@ def _held_on_host(p, store, report):
     if report is None:
         raise PkiError(f"{what} has key_location host but no report from its host: pass the host's csr "
                        f"(and held_certificate) from mtls.rollout.host_key", "no_csr")
-    if renewal.key_changed(spec.key, report.public_key):
+    if report.public_key is not None and renewal.key_changed(spec.key, report.public_key):
         raise PkiError(f"the host's key for {what} is {keys.spec_of(report.public_key)} but the inventory asks "
                        f"for {spec.key}: let mtls.rollout.host_key make a key of that type (it does so when "
                        f"key_type changes) and send its CSR", "key_type")
     stored_key = store.read(store.leaf_path(spec.name, "key.pem"))
-    if stored_key is not None:
+    if stored_key is not None and report.public_key is not None:
         pushed = keys.from_pem(stored_key, store.leaf_path(spec.name, "key.pem"))
         if keys.public_der(pushed) == keys.public_der(report.public_key):
             raise PkiError(f"the host offers the key the control node made for {what} (its key_location was "
                            f"controller): that key has travelled, so it is not certified again; let "
                            f"mtls.rollout.host_key make a new key on the host (rotate) and send its CSR",
                            "key_location_changed")
+        p.reasons.append("key_location_changed")
+    elif stored_key is not None:
         p.reasons.append("key_location_changed")
     p.public_key = report.public_key
     if report.held_unreadable:
@@ -165,6 +167,8 @@ def _held_on_host(p, store, report):
         p.reasons.append("missing")
     else:
         p.cert = report.held
+        if report.public_key is None:  # check mode: the host is about to make its key
+            p.reasons.append("key_missing")
 
 
 def _reasons(spec, cert, public_key, auth, renew_before_days, force, now, rotating=False):

@@ -4,6 +4,8 @@ and a real browser (headless Chromium) presenting the certificate from its NSS d
 
 Fleet: two nginx servers and one client host with a user ``alice`` who owns the identity and whose
 ~/.pki/nssdb gets it. Everything on the client host is checked inside its namespaces (ssh or nsenter).
+The whole module runs twice: with keys made on the control node, and with keys made on the hosts
+(mtls_key_location host: the client's key and PKCS#12 bundle are made on the client itself).
 """
 
 import base64
@@ -37,9 +39,15 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 pytestmark = pytest.mark.usefixtures("ansible_ok")
 
 
+@pytest.fixture(scope="module", params=["controller", "host"])
+def key_location(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def fleet(make_module_fleet):
-    f = make_module_fleet("cli", hosts=3, groups={"mtls_servers": SERVERS, "mtls_clients": [CLIENT]})
+def fleet(make_module_fleet, key_location):
+    name = "cli" if key_location == "controller" else "clih"
+    f = make_module_fleet(name, hosts=3, groups={"mtls_servers": SERVERS, "mtls_clients": [CLIENT]})
     f.run(CLIENT, ["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
     return f
 
@@ -50,10 +58,11 @@ def client(fleet):
 
 
 @pytest.fixture(scope="module")
-def inventory(fleet, client, tmp_path_factory):
+def inventory(fleet, client, tmp_path_factory, key_location):
     """The fleet's inventory plus the client host's own variables (host vars, as users would set them)."""
     with open(fleet.inventory) as f:
         data = yaml.safe_load(f)
+    data["all"].setdefault("vars", {})["mtls_key_location"] = key_location
     data["all"]["hosts"][client.name].update({
         "mtls_client_owner": USER, "mtls_client_group": USER, "mtls_client_nss": True})
     path = tmp_path_factory.mktemp("inventory") / "inventory.yml"
@@ -148,15 +157,19 @@ def test_first_run_installs_the_client_and_never_shows_the_password(deployed, fl
     assert SECRET not in deployed
 
 
-def test_identity_files_are_the_store_files_byte_for_byte_with_owner_and_mode(deployed, fleet, client, pki):
+def test_identity_files_are_the_store_files_byte_for_byte_with_owner_and_mode(deployed, fleet, client, pki,
+                                                                             key_location):
     store = f"{pki}/certs/{client.name}"
     expected = {"cert.pem": ("cert.pem", "644"), "key.pem": ("key.pem", "600"),
                 "fullchain.pem": ("fullchain.pem", "644"), "ca.pem": ("ca.pem", "644"),
                 "client.p12": ("bundle.p12", "600")}
     for name, (source, mode) in expected.items():
         path = f"{CLIENT_DIR}/{name}"
-        with open(f"{store}/{source}", "rb") as f:
-            assert hashlib.sha256(read_bytes(fleet, path)).digest() == hashlib.sha256(f.read()).digest(), path
+        if key_location == "host" and name in ("key.pem", "client.p12"):  # made on the host, never in the store
+            assert not os.path.exists(f"{store}/{source}")
+        else:
+            with open(f"{store}/{source}", "rb") as f:
+                assert hashlib.sha256(read_bytes(fleet, path)).digest() == hashlib.sha256(f.read()).digest(), path
         assert fleet.run(CLIENT, ["stat", "-c", "%a %U %G", path]).stdout.split() == [mode, USER, USER], path
     with open(f"{store}/ca.pem", "rb") as f:
         assert read_bytes(fleet, ANCHOR) == f.read()
@@ -263,7 +276,7 @@ def test_second_run_changes_nothing(deployed, inventory, site_vars):
 
 
 def test_compat_bundle_replaces_the_modern_one_and_opens_with_openssl_legacy_and_keytool(
-        deployed, fleet, client, inventory, site_vars):
+        deployed, fleet, client, inventory, site_vars, key_location):
     compat = {**site_vars, "mtls_client_pkcs12_encryption": "compat"}
     limit = ("--limit", f"localhost,{client.name}")
     _, out = run_playbook(SITE, inventory, compat, *limit)
@@ -279,7 +292,8 @@ def test_compat_bundle_replaces_the_modern_one_and_opens_with_openssl_legacy_and
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PrivateKeyEntry" in proc.stdout and f"CN={client.name}" in proc.stdout
     # Only the bundle changed (the certificate in it did not): the NSS database was left alone.
-    assert "changed:" in task_output(out, "Install the client identity")
+    bundle_task = "Install the client identity" if key_location == "controller" else "Build the PKCS#12 bundle here"
+    assert "changed:" in task_output(out, bundle_task)
     assert "changed:" not in task_output(out, "Import the root CA")
     assert "changed:" not in task_output(out, "Import the client certificate")
     assert re.search(rf"^{re.escape(client.name)}\s+u,u,u\s*$", nss(fleet, "-L").stdout, re.M)

@@ -231,6 +231,28 @@ def test_key_rotation_makes_new_keys_on_the_hosts(switched, fleet, inv, site_var
     assert proc.stdout == "200", proc.stderr
 
 
+def test_served_chain_verifies_against_the_root_alone_by_ip(switched, fleet, pki):
+    for i in SERVERS:
+        ip = fleet.host(i).ip
+        proc = subprocess.run(["openssl", "s_client", "-connect", f"{ip}:443", "-showcerts", "-CAfile",
+                               f"{pki}/ca/root/cert.pem", "-verify_ip", ip, "-verify_return_error"],
+                              input="", capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0 and "Verify return code: 0 (ok)" in proc.stdout, proc.stdout[-1500:]
+        assert proc.stdout.count("BEGIN CERTIFICATE") == 2  # leaf, then server-ca
+
+
+def test_revoked_host_identity_gets_400(switched, fleet, inv, site_vars, pki, outputs):
+    client = fleet.host(CLIENT).name
+    run("mtls.rollout.revoke", inv, {**site_vars, "mtls_nginx_crl": True, "mtls_revoke": client}, outputs)
+    for i in SERVERS:
+        url = f"https://{fleet.host(i).ip}/"
+        proc = on_client(fleet, f"curl -sS -o /dev/null -w '%{{http_code}}' --cert /etc/mtls/client/cert.pem "
+                                f"--key {CLIENT_KEY} {url}")
+        assert proc.stdout == "400", proc.stderr
+        status, body = curl(url, cacert=f"{pki}/ca/root/cert.pem", **identity(pki, "client1"))
+        assert status == 200, body
+
+
 def test_no_host_key_bytes_anywhere_on_the_control_node(switched, fleet, pki, outputs):
     """Every run's -vvv output, the store and the control node's temp dirs hold no byte of any host key."""
     needles = outputs.needles

@@ -19,7 +19,8 @@ description:
     is set, C(bundle.p12) (0600).
   - "A certificate is re-issued only for a reason, which the result names - V(missing), V(unreadable),
     V(key_missing), V(key_mismatch), V(spec_changed: dns, ip), V(issuer_changed), V(outlives_issuer),
-    V(due: N days left), V(expired), V(forced), and for keys made on hosts V(key_rotation), V(key_location_changed). The key is kept on re-issue unless the key type changed or
+    V(due: N days left), V(expired), V(forced), and for keys made on hosts V(key_rotation),
+    V(key_location_changed). The key is kept on re-issue unless the key type changed or
     O(certificates[].rotate_key) is set. Otherwise nothing is touched and no key is generated or signed."
   - A leaf never outlives its issuer - its lifetime is clipped to the issuer's expiry, with a warning.
 author: mtls.rollout maintainers (!UNKNOWN)

@@ -27,6 +27,7 @@ attributes:
     description: Reports whether a key would be made; the CSR of an existing key is returned, none for a key not made yet.
   diff_mode:
     support: none
+    description: Key material is never shown; the result says what was made.
 options:
   path:
     description: Absolute path of the private key (PKCS#8 PEM).

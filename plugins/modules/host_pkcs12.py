@@ -9,7 +9,7 @@ module: host_pkcs12
 short_description: Build a PKCS#12 bundle on the host from the key made there
 version_added: 0.2.0
 description:
-  - Runs on the managed host (C(mtls_key_location=host)): bundles the host's own private key, its certificate and
+  - Runs on the managed host (C(mtls_key_location=host)) and bundles the host's own private key, its certificate and
     the CA chain with the host's C(openssl) command, in the same two profiles as the control node's engine -
     V(modern) (AES-256-CBC, PBKDF2-HMAC-SHA256, SHA-256 MAC) and V(compat) (3DES, SHA-1 MAC) - so the key never
     leaves the host to be bundled.
@@ -23,6 +23,7 @@ attributes:
     description: Reports whether the bundle would be built.
   diff_mode:
     support: none
+    description: Key material is never shown; the result says what was made.
 options:
   path:
     description: The bundle to write.

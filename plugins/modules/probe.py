@@ -246,8 +246,8 @@ def main():
     try:
         revoked = connect.revoked_from_index(p["pki_dir"]) if p["pki_dir"] else None
         obs = connect.observe(p["host"], p["port"], p["server_name"], p["ca_file"], p["client_cert"], p["client_key"],
-                            p["client_key_passphrase"], p["client_chain"], p["path"], p["timeout"], p["http"],
-                            p["expect_names"], p["expect_client_auth"], p["crl_files"], revoked)
+                              p["client_key_passphrase"], p["client_chain"], p["path"], p["timeout"], p["http"],
+                              p["expect_names"], p["expect_client_auth"], p["crl_files"], revoked)
         result = connect.report(obs)
     except connect.ProbeError as e:
         module.fail_json(msg=str(e))

@@ -5,6 +5,8 @@ at all in ``ssl``)."""
 
 from cryptography import x509
 
+from ..host.der import oid as _oid
+
 HANDSHAKE = 22
 CERTIFICATE, CERTIFICATE_REQUEST = 11, 13
 EXT_CERTIFICATE_AUTHORITIES = 47
@@ -83,18 +85,6 @@ def _der_tlv(r):
     if length & 0x80:
         length = r.uint(length & 0x7F)
     return tag, r.take(length)
-
-
-def _oid(data):
-    parts, value = [], 0
-    for b in data:
-        value = (value << 7) | (b & 0x7F)
-        if not b & 0x80:
-            parts.append(value)
-            value = 0
-    first = parts[0]
-    head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
-    return ".".join(str(p) for p in head + parts[1:])
 
 
 _STRING_CODECS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii", 0x14: "latin-1", 0x1E: "utf-16-be",

@@ -62,6 +62,22 @@ options:
   validate:
     description: Command run after writing when anything changed; a non-zero exit restores every file.
     type: str
+  prune:
+    description:
+      - Remove, in the same change, files in O(prune[].path) matching O(prune[].pattern) that are not among
+        O(files) (for example the trust anchor of a root CA no longer trusted). Restored if the change fails.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Directory.
+        type: path
+        required: true
+      pattern:
+        description: Shell pattern of file names, such as V(mtls-rollout-*.crt).
+        type: str
+        required: true
   pairs:
     description:
       - Certificate and key files (on the host) that must belong together once the set is written; a pair that
@@ -143,6 +159,9 @@ def main():
                 "group": {"type": "str"},
                 "secret": {"type": "bool", "default": False}}},
             "validate": {"type": "str"},
+            "prune": {"type": "list", "elements": "dict", "default": [], "options": {
+                "path": {"type": "path", "required": True},
+                "pattern": {"type": "str", "required": True}}},
             "pairs": {"type": "list", "elements": "dict", "default": [], "options": {
                 "certificate": {"type": "path", "required": True},
                 "key": {"type": "path", "required": True}}},
@@ -152,8 +171,10 @@ def main():
     )
     files = _normalise(module, module.params["files"])
     try:
-        changed = file_set.plan(files) if module.check_mode else file_set.apply(
-            files, module.params["validate"], int(module.params["dir_mode"], 8), module.params["pairs"])
+        prune = module.params["prune"]
+        changed = sorted(file_set.plan(files) + file_set.pruned(files, prune)) if module.check_mode else \
+            file_set.apply(files, module.params["validate"], int(module.params["dir_mode"], 8), module.params["pairs"],
+                           prune)
     except (file_set.FileSetError, OSError) as e:
         module.fail_json(msg=f"{e}; every file was restored to its previous state", changed=False)
     result = {"changed": bool(changed), "changed_files": changed}
@@ -162,6 +183,9 @@ def main():
                            "before": "", "after": "(secret content changed)\n" if f["secret"]
                            else f["content"].decode(errors="replace")}
                           for f in files if f["path"] in changed]
+        listed = {f["path"] for f in files}
+        result["diff"] += [{"before_header": path, "after_header": path, "before": "(file)\n", "after": "(removed)\n"}
+                           for path in changed if path not in listed]
     module.exit_json(**result)
 
 

@@ -199,3 +199,22 @@ def test_host_code_runs_without_the_cryptography_library(tmp_path):
             "assert 'CERTIFICATE REQUEST' in r['csr']; print('ok')")
     proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_prune_removes_unwanted_files_of_ours_in_the_same_change_and_restores_them_on_failure(tmp_path):
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    (anchors / "mtls-rollout-old.crt").write_text("old root\n")
+    (anchors / "mtls-rollout-root.crt").write_text("root\n")
+    (anchors / "someone-else.crt").write_text("not ours\n")
+    files = [{"path": str(anchors / "mtls-rollout-root.crt"), "content": b"root\n", "mode": 0o644},
+             {"path": str(anchors / "mtls-rollout-new.crt"), "content": b"new root\n", "mode": 0o644}]
+    prune = [{"path": str(anchors), "pattern": "mtls-rollout-*.crt"}]
+    assert file_set.pruned(files, prune) == [str(anchors / "mtls-rollout-old.crt")]
+    with pytest.raises(file_set.FileSetError):
+        file_set.apply(files, validate="false", prune=prune)
+    assert sorted(os.listdir(anchors)) == ["mtls-rollout-old.crt", "mtls-rollout-root.crt", "someone-else.crt"]
+    assert sorted(file_set.apply(files, prune=prune)) == [str(anchors / "mtls-rollout-new.crt"),
+                                                          str(anchors / "mtls-rollout-old.crt")]
+    assert sorted(os.listdir(anchors)) == ["mtls-rollout-new.crt", "mtls-rollout-root.crt", "someone-else.crt"]
+    assert file_set.apply(files, prune=prune) == []

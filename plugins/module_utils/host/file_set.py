@@ -6,8 +6,11 @@ servers and clients in one round trip, so a rejected configuration never replace
 A file may come from another file on the host (``source``): a key made there (``host_key``'s ``.next``)
 replaces the one in use in the same change as its certificate; the source is removed only once the whole
 set is written and validated. ``pairs`` checks that each installed certificate carries its installed key.
+``prune`` removes, in the same change, files of ours that are no longer wanted (e.g. the trust anchor of a
+withdrawn root CA): those in a directory matching a pattern that are not among the files.
 """
 
+import fnmatch
 import grp
 import os
 import pwd
@@ -89,16 +92,38 @@ def write_file(path, content, mode, uid, gid, dir_mode):
         raise
 
 
-def apply(files, validate=None, dir_mode=0o755, pairs=()):
-    """Write the changed files, run ``validate`` and check ``pairs`` [{certificate, key}]; on any failure
-    restore the previous state and raise. Sources of files are removed once everything succeeded."""
+def pruned(files, prune=()):
+    """Paths matching a ``prune`` entry {path: directory, pattern: glob} that are not among ``files``."""
+    wanted = {os.path.normpath(f["path"]) for f in files}
+    out = []
+    for rule in prune:
+        try:
+            names = sorted(os.listdir(rule["path"]))
+        except FileNotFoundError:
+            continue
+        for name in fnmatch.filter(names, rule["pattern"]):
+            path = os.path.normpath(os.path.join(rule["path"], name))
+            if path not in wanted and (os.path.isfile(path) or os.path.islink(path)):
+                out.append(path)
+    return out
+
+
+def apply(files, validate=None, dir_mode=0o755, pairs=(), prune=()):
+    """Write the changed files, remove the ``pruned`` ones, run ``validate`` and check ``pairs``
+    [{certificate, key}]; on any failure restore the previous state and raise. Sources of files are removed
+    once everything succeeded."""
     changed = set(plan(files))
+    removed = pruned(files, prune)
     previous = {f["path"]: _state(f["path"]) for f in files if f["path"] in changed}
+    previous.update({path: _state(path) for path in removed})
+    changed |= set(removed)
     try:
         for f in files:
             if f["path"] in changed:
                 uid, gid = ids(f.get("owner"), f.get("group"))
                 write_file(f["path"], f["content"], f["mode"], uid, gid, dir_mode)
+        for path in removed:
+            os.unlink(path)
         if changed and validate:
             proc = subprocess.run(shlex.split(validate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   universal_newlines=True, check=False)

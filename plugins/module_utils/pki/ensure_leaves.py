@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from . import build, constraints, issuance, keys, pem, pkcs12, renewal
+from . import build, constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
 from .authority import Authority
 from .errors import PkiError
 from .store import KEY_MODE
@@ -34,9 +34,17 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         if spec.name in seen:
             raise PkiError(f"certificate name {spec.name!r} appears twice in the list: names must be unique")
         seen.add(spec.name)
+    specs_mod.settles(specs, renew_before_days)
     with store.lock(create=not check):
         index = store.load_index()
-        auth = Authority(store, issuer_name, issuer_passphrase)
+        try:
+            auth = Authority(store, issuer_name, issuer_passphrase)
+        except PkiError as e:  # check mode previews a first run, whose issuer an earlier task would create
+            if not (check and e.code == "no_issuer"
+                    and all(store.read(store.leaf_path(s.name, "cert.pem")) is None for s in specs)):
+                raise
+            return [dict(_result(store, Plan(s, reasons=["missing"], new_key=True), None, [], True),
+                         warnings=[f"check mode: issuer {issuer_name!r} does not exist yet ({e})"]) for s in specs]
         plans = [_plan(store, auth, spec, renew_before_days, force, now) for spec in specs]
         issuing = [p for p in plans if p.reasons]
         if issuing:
@@ -102,9 +110,13 @@ def _plan(store, auth, spec, renew_before_days, force, now):
     elif renewal.key_changed(spec.key, p.key):
         p.new_key = True
         p.reasons.append("spec_changed: key_type")
+    elif p.cert is None and key_reuse.holder(store, spec.name, p.key):  # a copied key file
+        p.new_key = True
+        p.reasons.append("key_reused")
     if p.cert is not None:
         if p.key is not None and not p.new_key and keys.public_der(p.key) != keys.public_der(p.cert.public_key()):
             p.reasons.append("key_mismatch")
+            p.new_key = True  # never certify a key that may be another leaf's (a copied key file)
         changes = renewal.leaf_changes(spec, p.cert)
         if changes:
             p.reasons.append("spec_changed: " + ", ".join(changes))

@@ -56,7 +56,7 @@ class Batch:
         import multiprocessing
         _BATCHES[id(self)] = jobs
         try:
-            self._pool = multiprocessing.get_context("fork").Pool(workers)
+            self._pool = multiprocessing.get_context("fork").Pool(workers, _die_with_parent, (os.getpid(),))
         except (OSError, ValueError):  # no fork here, or no processes left: make them in this one
             _BATCHES.pop(id(self), None)
             return
@@ -78,6 +78,19 @@ class Batch:
             self._pool.join()
             self._pool = None
         _BATCHES.pop(id(self), None)
+
+
+def _die_with_parent(parent):
+    """A worker holds keys in memory: it must not outlive the module (killed, say, with kill -9), which it
+    would, blocked on the pool's queue, since every worker holds that queue open too."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _bundle_at(where):

@@ -81,8 +81,7 @@ class Batch:
 
 
 def _die_with_parent(parent):
-    """A worker holds keys in memory: it must not outlive the module (killed, say, with kill -9), which it
-    would, blocked on the pool's queue, since every worker holds that queue open too."""
+    """A worker holds keys in memory: when the module dies (kill -9) it dies at once, not after its chunk."""
     import ctypes
     import signal
     try:

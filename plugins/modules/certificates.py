@@ -48,9 +48,10 @@ options:
     required: true
     suboptions: &leaf_options
       name:
-        description: Name in the store (one path component); also the PKCS#12 friendly name by default.
+        description:
+          - Name in the store (one path component); also the PKCS#12 friendly name by default.
+          - Required in every item of O(certificates); not allowed in O(defaults).
         type: str
-        required: true
       profile:
         description: V(server), V(client) or V(both) (serverAuth and clientAuth). Default V(server).
         type: str
@@ -132,11 +133,7 @@ options:
   defaults:
     description: Values for any item option an item leaves unset (O(certificates[].name) excepted).
     type: dict
-    suboptions:
-      <<: *leaf_options
-      name:
-        description: Not allowed here, each item names itself.
-        type: str
+    suboptions: *leaf_options
   renew_before_days:
     description: Re-issue when fewer days than this remain. Default - the last third of each certificate's lifetime.
     type: float
@@ -237,7 +234,7 @@ PKCS12 = {"type": "dict", "options": {
     "friendly_name": {"type": "str"},
     "include_chain": {"type": "bool"}}}
 LEAF = {
-    "name": {"type": "str", "required": True},
+    "name": {"type": "str"},  # required in each item, refused in defaults: checked by specs.leaf_spec
     "profile": {"type": "str", "choices": ["server", "client", "both"]},
     **{k: {"type": "str"} for k in ("common_name", "organization", "organizational_unit", "country", "state",
                                     "locality")},
@@ -263,7 +260,7 @@ def main():
             "issuer": {"type": "str", "required": True},
             "issuer_passphrase": {"type": "str", "no_log": True},
             "certificates": {"type": "list", "elements": "dict", "required": True, "options": LEAF},
-            "defaults": {"type": "dict", "options": {**LEAF, "name": {"type": "str"}}},  # no_log reaches inside
+            "defaults": {"type": "dict", "options": LEAF},  # so no_log reaches the nested pkcs12.password
             "renew_before_days": {"type": "float"},
             "force": {"type": "bool", "default": False},
         },

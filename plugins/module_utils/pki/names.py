@@ -56,7 +56,7 @@ def ip_address(value):
                        f"or an IPv6 address such as '2001:db8::10'") from None
     if getattr(address, "scope_id", None):  # a certificate holds no zone: it would differ on every run
         raise PkiError(f"invalid IP address {value!r}: a zone id ('%{address.scope_id}') cannot go in a "
-                       f"certificate; give the address alone, e.g. '{str(value).strip().split('%')[0]}'")
+                       f"certificate; give the address alone, e.g. '{str(value).strip().split('%', maxsplit=1)[0]}'")
     return address
 
 

@@ -231,6 +231,8 @@ def leaf_spec(item, defaults=None):
         if key == "pkcs12" and isinstance(value, dict) and isinstance(merged.get("pkcs12"), dict):
             value = {**merged["pkcs12"], **{k: v for k, v in value.items() if v is not None}}
         merged[key] = value
+    if merged.get("name") is None:
+        raise PkiError(f"certificate {item!r} has no name: each item of the list needs 'name'")
     name = names.store_name(merged.get("name"), "certificate name")
     what = f"certificate {name!r}"
     unknown = sorted(set(merged) - LEAF_KEYS)

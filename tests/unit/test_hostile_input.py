@@ -90,7 +90,6 @@ def test_largest_valid_days_is_issued(populated):
 
 @pytest.mark.parametrize("call", [
     lambda s: issue(s, "int", [{**GOOD, "valid_days": 30, "renew_before_days": 30}]),
-    lambda s: issue(s, "int", [{**GOOD, "valid_days": 30}], renew_before_days=45),
     lambda s: issue(s, "int", [GOOD], defaults={"renew_before_days": 365}),
     lambda s: make_ca(s, "int", "root", valid_days=100, renew_before_days=100),
     lambda s: make_ca(s, "root", renew_before_days=3650),
@@ -98,6 +97,17 @@ def test_largest_valid_days_is_issued(populated):
 def test_renew_before_days_not_below_valid_days_refused(populated, call):
     assert_refused(populated, lambda: call(populated), "renew_before_days", "not below its valid_days",
                    "re-issued on every run")
+
+
+def test_task_level_window_not_below_valid_days_warns(populated):
+    """A task-level window wider than a lifetime is a one-off renewal sweep (renew.yml -e ...): allowed, but
+    each certificate it makes due at once is named in a warning."""
+    results = issue(populated, "int", [{**GOOD, "valid_days": 30}, {"name": "long", "dns": "l.example.com"}],
+                    renew_before_days=45)
+    assert results[0]["warnings"] and "due as soon as issued" in results[0]["warnings"][0]
+    assert "'good'" in results[0]["warnings"][0] and not results[1]["warnings"]
+    assert_refused(populated, lambda: issue(populated, "int", [GOOD], renew_before_days=float("nan")),
+                   "renew_before_days", "<= 36500")
 
 
 def _tasks(text):

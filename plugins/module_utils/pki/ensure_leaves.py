@@ -34,7 +34,7 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         if spec.name in seen:
             raise PkiError(f"certificate name {spec.name!r} appears twice in the list: names must be unique")
         seen.add(spec.name)
-    specs_mod.settles(specs, renew_before_days)
+    sweep = specs_mod.task_window_warnings(specs, renew_before_days)
     with store.lock(create=not check):
         index = store.load_index()
         try:
@@ -46,6 +46,8 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             return [dict(_result(store, Plan(s, reasons=["missing"], new_key=True), None, [], True),
                          warnings=[f"check mode: issuer {issuer_name!r} does not exist yet ({e})"]) for s in specs]
         plans = [_plan(store, auth, spec, renew_before_days, force, now) for spec in specs]
+        for p in plans:
+            p.warnings += sweep.get(p.spec.name, [])
         issuing = [p for p in plans if p.reasons]
         if issuing:
             auth.require_usable(now)

@@ -297,9 +297,10 @@ def _pkcs12_spec(data, what, name):
                       include_chain=data.get("include_chain") is not False)
 
 
-def settles(leaf_specs, renew_before_days):
-    """Refuse a task-level renew_before_days that is not below the valid_days of a certificate that takes it."""
-    for spec in leaf_specs:
-        if spec.renew_before_days is None:
-            renew_before(renew_before_days, f"certificate {spec.name!r} (task-level renew_before_days)",
-                         spec.valid_days)
+def task_window_warnings(leaf_specs, renew_before_days):
+    """{name: [warning]} for the certificates a task-level renew_before_days (validated here) makes due as soon
+    as issued. Not refused, unlike an item's own: a one-off run with a wide window is a renewal sweep."""
+    days = renew_before(renew_before_days, "the task (renew_before_days)")
+    return {s.name: [f"certificate {s.name!r}: renew_before_days {days:g} is not below its valid_days "
+                     f"{s.valid_days:g}, so it is due as soon as issued: every run with this setting re-issues it"]
+            for s in leaf_specs if days is not None and s.renew_before_days is None and days >= s.valid_days}

@@ -88,10 +88,12 @@ class Store:
     def check_path(self, path):
         """Refuse a path whose directories below the store root are symlinks, or whose own directory (a
         leaf's or a CA's) is open to group/others: the store never follows a symlink out of itself."""
+        checked, d = self._checked, self.root
+        if os.path.dirname(path) in checked:
+            return
         rel = os.path.relpath(os.path.dirname(path), self.root)
         if rel == "." or rel.startswith(".."):
             return
-        checked, d = self._checked, self.root
         for part in rel.split(os.sep):
             d = os.path.join(d, part)
             if d in checked:

@@ -18,10 +18,10 @@ description:
     (leaf then intermediates, the order nginx needs), C(ca.pem) (the root) and, when O(certificates[].pkcs12)
     is set, C(bundle.p12) (0600).
   - "A certificate is re-issued only for a reason, which the result names - V(missing), V(unreadable),
-    V(key_missing), V(key_mismatch), V(spec_changed: dns, ip), V(issuer_changed), V(outlives_issuer),
-    V(due: N days left), V(expired), V(forced), and for keys made on hosts V(key_rotation),
-    V(key_location_changed). The key is kept on re-issue unless the key type changed or
-    O(certificates[].rotate_key) is set. Otherwise nothing is touched and no key is generated or signed."
+    V(key_missing), V(key_mismatch), V(key_reused), V(spec_changed: dns, ip), V(issuer_changed), V(outlives_issuer),
+    V(due: N days left), V(expired), V(forced), and for keys made on hosts V(key_rotation), V(key_location_changed).
+    The key is kept on re-issue unless the key type changed, it does not match the certificate, it is another
+    leaf's or O(certificates[].rotate_key) is set. Otherwise nothing is touched and no key is generated or signed."
   - A leaf never outlives its issuer - its lifetime is clipped to the issuer's expiry, with a warning.
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -46,11 +46,12 @@ options:
     type: list
     elements: dict
     required: true
-    suboptions:
+    suboptions: &leaf_options
       name:
-        description: Name in the store (one path component); also the PKCS#12 friendly name by default.
+        description:
+          - Name in the store (one path component); also the PKCS#12 friendly name by default.
+          - Required in every item of O(certificates); not allowed in O(defaults).
         type: str
-        required: true
       profile:
         description: V(server), V(client) or V(both) (serverAuth and clientAuth). Default V(server).
         type: str
@@ -155,6 +156,7 @@ options:
   defaults:
     description: Values for any item option an item leaves unset (O(certificates[].name) excepted).
     type: dict
+    suboptions: *leaf_options
   renew_before_days:
     description: Re-issue when fewer days than this remain. Default - the last third of each certificate's lifetime.
     type: float
@@ -258,7 +260,7 @@ PKCS12 = {"type": "dict", "options": {
     "friendly_name": {"type": "str"},
     "include_chain": {"type": "bool"}}}
 LEAF = {
-    "name": {"type": "str", "required": True},
+    "name": {"type": "str"},  # required in each item, refused in defaults: checked by specs.leaf_spec
     "profile": {"type": "str", "choices": ["server", "client", "both"]},
     **{k: {"type": "str"} for k in ("common_name", "organization", "organizational_unit", "country", "state",
                                     "locality")},
@@ -289,7 +291,7 @@ def main():
             "issuer": {"type": "str", "required": True},
             "issuer_passphrase": {"type": "str", "no_log": True},
             "certificates": {"type": "list", "elements": "dict", "required": True, "options": LEAF},
-            "defaults": {"type": "dict"},
+            "defaults": {"type": "dict", "options": LEAF},  # so no_log reaches the nested pkcs12.password
             "renew_before_days": {"type": "float"},
             "force": {"type": "bool", "default": False},
         },
@@ -299,8 +301,6 @@ def main():
         module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
     defaults = p["defaults"] or {}
-    if isinstance(defaults.get("pkcs12"), dict) and defaults["pkcs12"].get("password"):
-        module.no_log_values.add(str(defaults["pkcs12"]["password"]))
     try:
         items = [{k: v for k, v in item.items() if k not in HOST_REPORT} for item in p["certificates"]]
         leaf_specs = [specs.leaf_spec(item, defaults) for item in items]

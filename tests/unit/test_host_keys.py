@@ -215,3 +215,12 @@ def test_leaf_is_clipped_to_its_issuer(store):
     make_ca(store, "int", "root", valid_days=30)
     results = run(store, [dict(WEB, valid_days=365)], {"web": Host()})
     assert results["web"]["warnings"] and "clipped" in results["web"]["warnings"][0]
+
+
+def test_a_host_key_that_is_another_leafs_key_is_refused(deployed, hosts):
+    """A cloned host (or a copied key file): the same key offered for a second certificate."""
+    clone = Host()
+    clone.key = hosts["web"].key
+    item = dict(WEB, name="web2", common_name="web2.example.com")
+    assert_refused(deployed, lambda: run(deployed, [item], {"web2": clone}), "'web2'", "'web'", "cloned host",
+                   code="key_reused")

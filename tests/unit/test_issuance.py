@@ -110,7 +110,7 @@ def test_key_types(pki, item, check):
 def test_rsa_4096_leaf_uses_the_key_in_the_store(pki, rsa4096_key):
     # the engine keeps a key that matches the spec, so the slow key is generated once (session fixture)
     os.makedirs(os.path.dirname(pki.leaf_path("big", "key.pem")), mode=0o700)
-    with open(pki.leaf_path("big", "key.pem"), "wb") as f:
+    with open(os.open(pki.leaf_path("big", "key.pem"), os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
         f.write(keys.to_pem(rsa4096_key))
     result = issue(pki, "int", [{"name": "big", "dns": "big.example.com", "key_type": "rsa", "key_size": 4096}])[0]
     assert (result["action"], result["key_rotated"]) == ("issued", False)

@@ -224,7 +224,7 @@ def test_pkcs12_defaults_friendly_name_to_leaf_name():
     ({"name": "w", "dns": "w.example.com", "renew_before_days": -1}, "invalid renew_before_days -1"),
     ({"name": "w", "profile": "server"}, "has no identity"),
     ({"name": "w", "profile": "server", "email": "w@example.com"}, "needs at least one DNS name or IP"),
-    ({"dns": "w.example.com"}, "invalid certificate name None"),
+    ({"dns": "w.example.com"}, "has no name"),
     ("web", "must be a dict"),
 ])
 def test_leaf_spec_rejects(item, needle):

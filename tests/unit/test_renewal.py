@@ -74,7 +74,7 @@ SCENARIOS = {
     "missing": (lambda s: os.unlink(s.leaf_path("web", "cert.pem")), {}, {}, ("issued", ["missing"]), None, True, True),
     "unreadable": (lambda s: open(s.leaf_path("web", "cert.pem"), "wb").write(b"-----BEGIN CERTIFICATE-----\nx\n"),
                    {}, {}, ("renewed", ["unreadable"]), None, True, True),
-    "key_mismatch": (lambda s: _other_key(s, "web"), {}, {}, ("renewed", ["key_mismatch"]), None, True, True),
+    "key_mismatch": (lambda s: _other_key(s, "web"), {}, {}, ("renewed", ["key_mismatch"]), None, False, True),
     "key_missing": (lambda s: os.unlink(s.leaf_path("web", "key.pem")), {}, {}, ("renewed", ["key_missing"]), None,
                     False, True),
     "dns": (None, {"dns": ["alt.example.com"]}, {}, ("renewed", ["spec_changed: dns"]), None, True, True),
@@ -91,10 +91,10 @@ SCENARIOS = {
                        True, True),
     "outlives_issuer": (_shorten_int, {}, {}, ("renewed", ["outlives_issuer"]), ("renewed", ["outlives_issuer"]),
                         True, True),
-    "renew_before_days": (None, {}, {"renew_before_days": 400}, ("renewed", ["due: 365 days left"]),
-                          ("renewed", ["due: 365 days left"]), True, False),
-    "item_renew_before_days": (None, {"renew_before_days": 400}, {}, ("renewed", ["due: 365 days left"]), None,
-                               True, False),
+    "renew_before_days": (None, {}, {"renew_before_days": 300, "now": NOW + 100 * DAY},
+                          ("renewed", ["due: 265 days left"]), ("renewed", ["due: 265 days left"]), True, False),
+    "item_renew_before_days": (None, {"renew_before_days": 300}, {"now": NOW + 100 * DAY},
+                               ("renewed", ["due: 265 days left"]), None, True, False),
     "due_default_window": (None, {}, {"now": NOT_AFTER - 100 * DAY}, ("renewed", ["due: 100 days left"]),
                            ("renewed", ["due: 100 days left"]), True, True),
     "due_hours": (None, {}, {"now": NOT_AFTER - DAY / 2}, ("renewed", ["due: 12 hours left"]),
@@ -104,7 +104,7 @@ SCENARIOS = {
     "item_forced": (None, {"force": True}, {}, ("renewed", ["forced"]), None, True, False),
     "rotate_key": (None, {"force": True, "rotate_key": True}, {}, ("renewed", ["forced"]), None, False, False),
     "two_reasons": (lambda s: _other_key(s, "web"), {"ip": []}, {"force": True},
-                    ("renewed", ["key_mismatch", "spec_changed: ip", "forced"]), ("renewed", ["forced"]), True, False),
+                    ("renewed", ["key_mismatch", "spec_changed: ip", "forced"]), ("renewed", ["forced"]), False, False),
 }
 
 
@@ -334,7 +334,7 @@ CA_SCENARIOS = {
     "forced": ({}, {"force": True}, ["forced"], True),
     "rotate_key": ({"rotate_key": True}, {"force": True}, ["forced"], False),
     "due": ({}, {"now": NOW + 1300 * DAY}, ["due: 525 days left"], True),
-    "renew_before_days": ({"renew_before_days": 2000}, {}, ["due: 1825 days left"], True),
+    "renew_before_days": ({"renew_before_days": 1800}, {"now": NOW + 100 * DAY}, ["due: 1725 days left"], True),
 }
 
 

@@ -50,7 +50,7 @@ def test_failed_commit_of_a_renewal_restores_everything(pki, monkeypatch, fail_a
         injected = FailingReplace(monkeypatch, n=fail_at)
     else:
         injected = FailingReplace(monkeypatch, target=fail_at)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(PkiError, match="injected"):
         issue(pki, "int", [{**ITEMS[0], "rotate_key": True}, ITEMS[1]], force=True)
     assert injected.fired
     assert not temp_files(pki.root)
@@ -64,7 +64,7 @@ def test_failed_commit_of_a_renewal_restores_everything(pki, monkeypatch, fail_a
 def test_failed_commit_of_new_leaves_leaves_no_trace(pki, monkeypatch, fail_at):
     before = snapshot(pki.root)
     injected = FailingReplace(monkeypatch, **({"n": fail_at} if isinstance(fail_at, int) else {"target": fail_at}))
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(PkiError, match="injected"):
         issue(pki, "int", ITEMS)
     assert injected.fired
     assert snapshot(pki.root) == before  # no file, no empty certs/<name>/ directory
@@ -83,7 +83,7 @@ def test_failure_while_writing_temp_files_touches_nothing(pki, monkeypatch):
             raise OSError(5, "I/O error (injected)")
         return real_fsync(fd)
     monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(PkiError, match="injected"):
         issue(pki, "int", ITEMS, force=True)
     assert snapshot(pki.root) == before
     assert not temp_files(pki.root)
@@ -92,7 +92,7 @@ def test_failure_while_writing_temp_files_touches_nothing(pki, monkeypatch):
 def test_failed_ca_commit_restores_the_ca(pki, monkeypatch):
     before = snapshot(pki.root)
     FailingReplace(monkeypatch, target="index.json")
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(PkiError, match="injected"):
         make_ca(pki, "int", "root", force=True, rotate_key=True)
     assert snapshot(pki.root) == before
 
@@ -113,7 +113,7 @@ def test_transaction_rolls_back_removals_and_modes(tmp_path, monkeypatch):
     def fail(path):  # after every rename and removal: all of them must be undone
         raise OSError(5, "I/O error (injected)")
     monkeypatch.setattr(store_mod, "_fsync_dir", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(PkiError, match="I/O error"):
         txn.commit()
     assert snapshot(str(tmp_path)) == before
     assert txn.pending == {}
@@ -288,8 +288,7 @@ def test_store_paths_stay_inside_the_root(tmp_path):
     assert Store("~/x").root == os.path.join(os.path.expanduser("~"), "x")
 
 
-def test_lock_file_is_private(pki):
-    assert os.stat(os.path.join(pki.root, ".lock")).st_mode & 0o777 == 0o600
+def test_lock_is_exclusive_per_open_file_description(pki):
     with pytest.raises(PkiError):
         with QuickStore(pki.root).lock():
             with QuickStore(pki.root).lock():  # a second open file description conflicts even in-process

@@ -4,12 +4,13 @@ import os
 
 from cryptography import x509
 
-from . import keys, pem
+from . import keys, names, pem
 from .errors import PkiError
 
 
 class Authority:
     def __init__(self, store, name, passphrase=None):
+        names.store_name(name, "issuer")  # a CA of this store, never a path to another one
         self.store, self.name, self._passphrase, self._key = store, name, passphrase, None
         cert_path = store.ca_path(name, "cert.pem")
         data = store.read(cert_path)

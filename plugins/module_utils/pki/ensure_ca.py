@@ -11,8 +11,14 @@ def ensure_ca(store, spec, passphrase=None, issuer_passphrase=None, force=False,
     now = now or pem.utcnow()
     with store.lock(create=not check):
         index = store.load_index()
-        issuer = Authority(store, spec.issuer, issuer_passphrase) if spec.issuer else None
         cert_path, key_path = store.ca_path(spec.name, "cert.pem"), store.ca_path(spec.name, "key.pem")
+        try:
+            issuer = Authority(store, spec.issuer, issuer_passphrase) if spec.issuer else None
+        except PkiError as e:  # check mode previews a first run, whose issuer an earlier task would create
+            if not (check and e.code == "no_issuer" and store.read(cert_path) is None):
+                raise
+            return dict(_result(spec, store, "issued", ["missing"], None, None),
+                        warnings=[f"check mode: issuer {spec.issuer!r} does not exist yet ({e})"])
         cert_data, key_data = store.read(cert_path), store.read(key_path)
         cert = pem.load_cert(cert_data, cert_path) if cert_data is not None else None
         key = keys.from_pem(key_data, key_path, passphrase) if key_data is not None else None

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from . import build, constraints, issuance, keys, pem, pkcs12, renewal
+from . import build, constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
 from .authority import Authority
 from .errors import PkiError
 from .store import KEY_MODE
@@ -44,10 +44,22 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         if spec.name in seen:
             raise PkiError(f"certificate name {spec.name!r} appears twice in the list: names must be unique")
         seen.add(spec.name)
+    sweep = specs_mod.task_window_warnings(specs, renew_before_days)
     with store.lock(create=not check):
         index = store.load_index()
-        auth = Authority(store, issuer_name, issuer_passphrase)
-        plans = [_plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name)) for spec in specs]
+        try:
+            auth = Authority(store, issuer_name, issuer_passphrase)
+        except PkiError as e:  # check mode previews a first run, whose issuer an earlier task would create
+            if not (check and e.code == "no_issuer"
+                    and all(store.read(store.leaf_path(s.name, "cert.pem")) is None for s in specs)):
+                raise
+            return [dict(_result(store, Plan(s, reasons=["missing"], new_key=True), None, [], True),
+                         warnings=[f"check mode: issuer {issuer_name!r} does not exist yet ({e})"]) for s in specs]
+        holders = key_reuse.Holders(store)
+        plans = [_plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name), holders)
+                 for spec in specs]
+        for p in plans:
+            p.warnings += sweep.get(p.spec.name, [])
         issuing = [p for p in plans if p.reasons]
         if issuing:
             auth.require_usable(now)
@@ -91,23 +103,30 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
                 batch.close()
 
 
-def _plan(store, auth, spec, renew_before_days, force, now, report=None):
+def _plan(store, auth, spec, renew_before_days, force, now, report, holders):
     p = Plan(spec)
     if spec.key_location == "host":
         _held_on_host(p, store, report)
     else:
-        _held_in_store(p, store)
+        _held_in_store(p, store, holders)
     if p.cert is not None:
         p.reasons += _reasons(spec, p.cert, p.public_key, auth, renew_before_days, force, now,
                               rotating=report is not None and report.rotating)
     if p.reasons and spec.key_location == "host" and p.public_key is not None:
         _deploy_stored(p, store, auth, renew_before_days, force, now)
-    if p.reasons and spec.rotate_key and spec.key_location == "controller":
+        other = holders.holder(spec.name, p.public_key) if p.reasons else None
+        if other is not None:
+            raise PkiError(f"the host's key for certificate {spec.name!r} is the key of certificate {other!r} too (a "
+                           f"cloned host or a copied key file): it is not certified again; make a new key on that "
+                           f"host (mtls_rotate_keys) and run again", "key_reused")
+    if spec.key_location == "controller" and (
+            "key_mismatch" in p.reasons  # never certify a key that may be another leaf's (a copied key file)
+            or p.reasons and spec.rotate_key):
         p.new_key = True
     return p
 
 
-def _held_in_store(p, store):
+def _held_in_store(p, store, holders):
     """The key and certificate in the store; a missing key or one of another type means a new key."""
     spec = p.spec
     key_path = store.leaf_path(spec.name, "key.pem")
@@ -122,6 +141,9 @@ def _held_in_store(p, store):
     elif renewal.key_changed(spec.key, p.key):
         p.new_key = True
         p.reasons.append("spec_changed: key_type")
+    elif p.cert is None and holders.holder(spec.name, p.key):  # a copied key file
+        p.new_key = True
+        p.reasons.append("key_reused")
     if p.key is not None and not p.new_key:
         p.public_key = p.key.public_key()
 

@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+import unicodedata
 
 from .errors import PkiError
 
@@ -33,6 +34,9 @@ def dns_name(value, allow_wildcard=True):
             raise PkiError(f"invalid DNS name {value!r}: a wildcard needs at least two labels after it, "
                            f"e.g. '*.example.com'")
         labels = labels[1:]
+    if labels[-1].isdigit():
+        raise PkiError(f"invalid DNS name {value!r}: its last label {labels[-1]!r} is all digits, which no host "
+                       f"name has (RFC 1123 2.1); an IP address goes in 'ip:' (e.g. ip: ['192.0.2.10'])")
     for label in labels:
         if "*" in label:
             raise PkiError(f"invalid DNS name {value!r}: '*' is only allowed as the whole left-most label, "
@@ -46,10 +50,23 @@ def dns_name(value, allow_wildcard=True):
 def ip_address(value):
     """Return an ``ipaddress`` address (IPv4 or IPv6), or raise naming the bad value."""
     try:
-        return ipaddress.ip_address(str(value).strip())
+        address = ipaddress.ip_address(str(value).strip())
     except ValueError:
         raise PkiError(f"invalid IP address {value!r}: expected an IPv4 address such as '192.0.2.10' "
                        f"or an IPv6 address such as '2001:db8::10'") from None
+    if getattr(address, "scope_id", None):  # a certificate holds no zone: it would differ on every run
+        raise PkiError(f"invalid IP address {value!r}: a zone id ('%{address.scope_id}') cannot go in a "
+                       f"certificate; give the address alone, e.g. '{str(value).strip().split('%', maxsplit=1)[0]}'")
+    return address
+
+
+def text(value, what):
+    """Refuse control characters (newline, NUL, ...) in a text that goes into a certificate."""
+    bad = sorted({c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")})
+    if bad:
+        raise PkiError(f"invalid {what} {value!r}: control characters ({', '.join(repr(c) for c in bad)}) "
+                       f"are not allowed in a certificate")
+    return value
 
 
 def ip_network(value):
@@ -66,8 +83,9 @@ def email(value):
     if not isinstance(value, str) or value.count("@") != 1:
         raise PkiError(f"invalid e-mail address {value!r}: expected 'user@example.com'")
     local, domain = value.strip().split("@")
-    if not local or any(c.isspace() for c in local):
-        raise PkiError(f"invalid e-mail address {value!r}: the part before '@' is empty or has spaces")
+    if not local or any(c.isspace() or not c.isprintable() for c in local):
+        raise PkiError(f"invalid e-mail address {value!r}: the part before '@' is empty or has spaces or "
+                       f"control characters")
     try:
         domain = dns_name(domain, allow_wildcard=False)
     except PkiError:

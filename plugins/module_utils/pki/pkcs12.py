@@ -56,7 +56,7 @@ class Batch:
         import multiprocessing
         _BATCHES[id(self)] = jobs
         try:
-            self._pool = multiprocessing.get_context("fork").Pool(workers)
+            self._pool = multiprocessing.get_context("fork").Pool(workers, _die_with_parent, (os.getpid(),))
         except (OSError, ValueError):  # no fork here, or no processes left: make them in this one
             _BATCHES.pop(id(self), None)
             return
@@ -78,6 +78,18 @@ class Batch:
             self._pool.join()
             self._pool = None
         _BATCHES.pop(id(self), None)
+
+
+def _die_with_parent(parent):
+    """A worker holds keys in memory: when the module dies (kill -9) it dies at once, not after its chunk."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _bundle_at(where):

@@ -1,5 +1,6 @@
 """What the caller wants, as plain validated dataclasses built from option dicts."""
 
+import math
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -9,6 +10,7 @@ from . import keys, names
 from .errors import PkiError
 
 ROOT_DAYS, INTERMEDIATE_DAYS, LEAF_DAYS = 3650, 1825, 365
+MAX_DAYS = 36500  # 100 years: the upper bound of valid_days and renew_before_days
 PROFILES = ("server", "client", "both")
 SUBJECT_FIELDS = {  # option name -> (OID, max length per RFC 5280 upper bounds)
     "country": (NameOID.COUNTRY_NAME, 2),
@@ -53,7 +55,7 @@ def subject(data, what):
         value = data.get(key)
         if value in (None, ""):
             continue
-        value = str(value)
+        value = names.text(str(value), f"subject {key} in {what}")
         if len(value) > limit:
             raise PkiError(f"subject {key} {value!r} in {what} is longer than {limit} characters")
         if key == "country" and not (len(value) == 2 and value.isalpha() and value.isupper()):
@@ -110,27 +112,36 @@ def name_constraints(data, what):
                            bool(data.get("critical", True)))
 
 
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+
+
 def _days(value, default, what):
     if value in (None, ""):
         return default
-    try:
-        days = float(value)
-    except (TypeError, ValueError):
-        days = 0
-    if days <= 0:
-        raise PkiError(f"invalid valid_days {value!r} for {what}: expected a positive number of days")
+    days = _number(value)
+    if not (math.isfinite(days) and 0 < days <= MAX_DAYS):
+        raise PkiError(f"invalid valid_days {value!r} for {what}: expected a number of days > 0 and <= "
+                       f"{MAX_DAYS} (100 years)")
     return days
 
 
-def _renew_before(value, what):
+def renew_before(value, what, valid_days=None):
+    """A validated renew_before_days (None: the last third of the lifetime); below ``valid_days``, or the
+    certificate would be due as soon as it is issued, and re-issued on every run."""
     if value in (None, ""):
         return None
-    try:
-        days = float(value)
-    except (TypeError, ValueError):
-        days = -1
-    if days < 0:
-        raise PkiError(f"invalid renew_before_days {value!r} for {what}: expected a number of days >= 0")
+    days = _number(value)
+    if not (math.isfinite(days) and 0 <= days <= MAX_DAYS):
+        raise PkiError(f"invalid renew_before_days {value!r} for {what}: expected a number of days >= 0 and <= "
+                       f"{MAX_DAYS}")
+    if valid_days is not None and days >= valid_days:
+        raise PkiError(f"renew_before_days {days:g} for {what} is not below its valid_days {valid_days:g}: it "
+                       f"would be due as soon as issued and re-issued on every run; use fewer days than "
+                       f"{valid_days:g}, or omit it (the last third of the lifetime)")
     return days
 
 
@@ -164,7 +175,9 @@ def ca_spec(name, subject_data=None, issuer=None, key_type="ec", key_size=None, 
     return CaSpec(name=name, subject=subj, key=keys.key_spec(key_type, key_size, curve), issuer=issuer,
                   valid_days=_days(valid_days, INTERMEDIATE_DAYS if issuer else ROOT_DAYS, f"CA {name!r}"),
                   path_length=path_length, name_constraints=name_constraints(name_constraints_data, f"CA {name!r}"),
-                  renew_before_days=_renew_before(renew_before_days, f"CA {name!r}"), rotate_key=bool(rotate_key))
+                  renew_before_days=renew_before(renew_before_days, f"CA {name!r}",
+                                                 _days(valid_days, INTERMEDIATE_DAYS if issuer else ROOT_DAYS, "")),
+                  rotate_key=bool(rotate_key))
 
 
 @dataclass(frozen=True)
@@ -212,12 +225,16 @@ def leaf_spec(item, defaults=None):
     if not isinstance(item, dict):
         raise PkiError(f"each certificate must be a dict with at least 'name', got {item!r}")
     merged = {k: v for k, v in (defaults or {}).items() if v is not None}
+    if "name" in merged:
+        raise PkiError(f"defaults may not set 'name' (got {merged['name']!r}): each certificate names itself")
     for key, value in item.items():
         if value is None:
             continue
         if key == "pkcs12" and isinstance(value, dict) and isinstance(merged.get("pkcs12"), dict):
             value = {**merged["pkcs12"], **{k: v for k, v in value.items() if v is not None}}
         merged[key] = value
+    if merged.get("name") is None:
+        raise PkiError(f"certificate {item!r} has no name: each item of the list needs 'name'")
     name = names.store_name(merged.get("name"), "certificate name")
     what = f"certificate {name!r}"
     unknown = sorted(set(merged) - LEAF_KEYS)
@@ -254,11 +271,12 @@ def leaf_spec(item, defaults=None):
         p12 = _pkcs12_spec(p12 if isinstance(p12, dict) else {}, what, name)
     else:
         p12 = None
+    valid_days = _days(merged.get("valid_days"), LEAF_DAYS, what)
     return LeafSpec(name=name, profile=profile, subject=subj, dns=tuple(dict.fromkeys(dns)),
                     ip=tuple(dict.fromkeys(ips)), email=tuple(dict.fromkeys(emails)),
                     key=keys.key_spec(merged.get("key_type"), merged.get("key_size"), merged.get("curve")),
-                    valid_days=_days(merged.get("valid_days"), LEAF_DAYS, what),
-                    renew_before_days=_renew_before(merged.get("renew_before_days"), what),
+                    valid_days=valid_days,
+                    renew_before_days=renew_before(merged.get("renew_before_days"), what, valid_days),
                     rotate_key=bool(merged.get("rotate_key")), force=bool(merged.get("force")), pkcs12=p12,
                     key_location=key_location)
 
@@ -281,5 +299,15 @@ def _pkcs12_spec(data, what, name):
                        f"'compat' (3DES, SHA-1 MAC, for older macOS, Windows and Java)")
     password = data.get("password")
     password = "" if password is None else str(password)
-    return Pkcs12Spec(password=password, encryption=enc, friendly_name=str(data.get("friendly_name") or name),
+    friendly_name = names.text(str(data.get("friendly_name") or name), f"pkcs12 friendly_name in {what}")
+    return Pkcs12Spec(password=password, encryption=enc, friendly_name=friendly_name,
                       include_chain=data.get("include_chain") is not False)
+
+
+def task_window_warnings(leaf_specs, renew_before_days):
+    """{name: [warning]} for the certificates a task-level renew_before_days (validated here) makes due as soon
+    as issued. Not refused, unlike an item's own: a one-off run with a wide window is a renewal sweep."""
+    days = renew_before(renew_before_days, "the task (renew_before_days)")
+    return {s.name: [f"certificate {s.name!r}: renew_before_days {days:g} is not below its valid_days "
+                     f"{s.valid_days:g}, so it is due as soon as issued: every run with this setting re-issues it"]
+            for s in leaf_specs if days is not None and s.renew_before_days is None and days >= s.valid_days}

@@ -6,6 +6,8 @@ import fcntl
 import functools
 import json
 import os
+import re
+import stat
 import sys
 import time
 
@@ -16,6 +18,9 @@ DIR_MODE, KEY_MODE, PUBLIC_MODE = 0o700, 0o600, 0o644
 BATCH_SYNC_MIN = 64
 LEAF_FILES = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem", "bundle.p12")
 CA_FILES = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "crl.pem")
+PRIVATE_FILES = ("key.pem", ".p12", "index.json")  # suffixes of files that must be 0600
+# temp files of _write_temp and the rollback links of Transaction.commit: "<file>.tmp-<pid>[.old]"
+TEMP_FILE = re.compile(r"\.tmp-[0-9]+(\.old)?$")
 
 
 class Store:
@@ -23,6 +28,7 @@ class Store:
 
     def __init__(self, root):
         self.root = os.path.abspath(os.path.expanduser(root))
+        self._checked = set()  # directories check_path found safe
 
     def ca_path(self, name, filename=""):
         return os.path.join(self.root, "ca", name, filename)
@@ -36,12 +42,18 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, timeout=300, create=True):
-        """Exclusive lock over the whole store, so two runs never interleave or reuse a serial."""
-        if not create and not os.path.isdir(self.root):
-            yield
-            return
-        _makedirs(self.root)
-        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, KEY_MODE)
+        """Exclusive lock over the whole store, so two runs never interleave or reuse a serial.
+
+        The lock is an flock on the store directory itself, which no one can unlink from under a holder
+        (a lock file could be). A writing run (``create``) then removes the temp files a killed run left;
+        a read-only run (check mode) creates nothing, not even the store directory.
+        """
+        if not os.path.isdir(self.root):
+            if not create:
+                yield
+                return
+            _makedirs(self.root)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -53,30 +65,119 @@ class Store:
                         raise PkiError(f"the store {self.root} is locked by another run (waited {timeout}s)",
                                        "locked") from None
                     time.sleep(0.05)
+            self._checked = set()  # what check_path found may have changed while the lock was free
+            if create:
+                self.remove_stale_temp_files()
             yield
         finally:
             os.close(fd)
 
+    def remove_stale_temp_files(self):
+        """Remove the temp files of writers that died (kill -9, power loss): only the lock holder writes
+        temp files, so under the lock every one found is stale. Returns the paths removed."""
+        removed = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+            for f in filenames:
+                if TEMP_FILE.search(f):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dirpath, f))
+                        removed.append(os.path.join(dirpath, f))
+        return removed
+
+    def check_path(self, path):
+        """Refuse a path whose directories below the store root are symlinks, or whose own directory (a
+        leaf's or a CA's) is open to group/others: the store never follows a symlink out of itself."""
+        checked, d = self._checked, self.root
+        if os.path.dirname(path) in checked:
+            return
+        rel = os.path.relpath(os.path.dirname(path), self.root)
+        if rel == "." or rel.startswith(".."):
+            return
+        for part in rel.split(os.sep):
+            d = os.path.join(d, part)
+            if d in checked:
+                continue
+            try:
+                st = os.lstat(d)
+            except FileNotFoundError:
+                return
+            if stat.S_ISLNK(st.st_mode):
+                raise PkiError(f"{d} in the store is a symlink (to {os.readlink(d)}): the store never follows a "
+                               f"symlink out of itself; replace it with a directory", "symlink")
+            if not stat.S_ISDIR(st.st_mode):
+                raise PkiError(f"{d} in the store is not a directory", "corrupt")
+            if st.st_mode & 0o077 and d == os.path.dirname(path):  # a leaf's or CA's own directory
+                raise PkiError(f"{d} in the store has mode {stat.S_IMODE(st.st_mode):04o}, open to other users: "
+                               f"make it private (chmod 700 {d}), and if a key in it may have been read, "
+                               f"rotate that key", "mode")
+            checked.add(d)
+
     def read(self, path):
-        """File content, or None when the file does not exist."""
+        """File content, or None when the file does not exist. Refuses symlinks, directories of the store
+        open to others (``check_path``) and private files (keys, bundles, the index) that are not 0600."""
+        self.check_path(path)
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise PkiError(f"{path} in the store is a symlink (to {os.readlink(path)}): the store never "
+                               f"follows a symlink; replace it with the file itself", "symlink") from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if mode & 0o077 and path.endswith(PRIVATE_FILES) and _inside(path, self.root):
+                raise PkiError(f"{path} has mode {mode:04o}, readable by other users: make it private "
+                               f"(chmod 600 {path}) and, as the key may have been read, rotate it "
+                               f"(rotate_key or force)", "mode")
+            return f.read()
 
     def load_index(self):
+        """The index as on disk; refused, naming what is wrong, when it is not valid JSON of the index's
+        shape (a refused index is never overwritten). ``Transaction.commit`` later writes it only if the
+        file is still what was loaded here, so an index that lost another run's records is never written."""
         data = self.read(self.index_path)
+        self._loaded_index = data
         if data is None:
             return Index()
         try:
-            return Index(json.loads(data))
+            parsed = json.loads(data)
         except ValueError:
             raise PkiError(f"{self.index_path} is not valid JSON (corrupted); restore it from a backup",
                            "corrupt") from None
+        problem = index_problem(parsed)
+        if problem:
+            raise PkiError(f"{self.index_path} is not a valid index: {problem}; restore it from a backup "
+                           f"(it was left untouched)", "corrupt")
+        return Index(parsed)
 
     def transaction(self):
         return Transaction(self)
+
+
+RECORD_KEYS = ("kind", "name", "issuer", "serial", "status")
+
+
+def index_problem(data):
+    """What is wrong with the shape of a parsed index, or None."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object with 'issued' and 'bundles', got a {type(data).__name__}"
+    if data.get("version", 1) != 1:
+        return f"unknown version {data.get('version')!r} (this collection reads version 1)"
+    issued, bundles = data.get("issued", []), data.get("bundles", {})
+    if not isinstance(issued, list):
+        return f"'issued' must be a list, got a {type(issued).__name__}"
+    if not isinstance(bundles, dict):
+        return f"'bundles' must be an object, got a {type(bundles).__name__}"
+    for i, r in enumerate(issued):
+        if not isinstance(r, dict):
+            return f"issued[{i}] must be an object, got {r!r}"
+        missing = [k for k in RECORD_KEYS if not isinstance(r.get(k), str)]
+        if missing:
+            return f"issued[{i}] lacks the text field(s) {', '.join(missing)}"
+    return None
 
 
 class Index:
@@ -162,10 +263,12 @@ class Transaction:
                 prepared = self._prepared.get(path)
                 if data is None or (prepared is not None and prepared[1] is data and prepared[2] == mode):
                     continue
+                self.store.check_path(path)
                 self._made += _makedirs(os.path.dirname(path))
                 self._prepared[path] = (_write_temp(path, data, mode, sync=sync), data, mode, sync)
-        except BaseException:
+        except BaseException as e:
             self.abort()
+            _raise_write_error(self.store, e)
             raise
 
     def abort(self):
@@ -179,10 +282,11 @@ class Transaction:
         self.pending, self._prepared, self._made = {}, {}, []
 
     def commit(self):
-        temps, done = [], []  # done: (path, (data, mode) before, or None when it did not exist)
+        temps, done = [], []  # done: (path, how to put back what was there: see _set_aside)
         made, prepared = self._made, self._prepared
         self._made, self._prepared = [], {}
         try:
+            self._check_index_unchanged()
             removals = [p for p, (data, _mode) in self.pending.items() if data is None]
             # A large transaction (e.g. a thousand leaves) syncs once per filesystem instead of once per
             # file: the same guarantee (every temp file on disk before the first rename, every rename on
@@ -202,6 +306,7 @@ class Transaction:
                 if ready is not None:  # staged again since prepare(): its temp file is rewritten
                     prepared[path] = ready
                 if parent not in dirs:
+                    self.store.check_path(path)
                     made += _makedirs(parent)
                     dirs.add(parent)
                 temps.append((_write_temp(path, data, mode, sync=not batch), path))
@@ -215,13 +320,17 @@ class Transaction:
             # Keys first: a crash (no rollback) between renames leaves at worst a certificate that does not
             # match its key, which the next run detects (key_mismatch) and mends.
             for tmp, path in sorted(temps, key=lambda t: not t[1].endswith("key.pem")):
-                old = self._snapshot(path)
-                os.replace(tmp, path)
+                old = _set_aside(path, keep=True)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    if isinstance(old, str):  # the file was not replaced: only drop its link
+                        os.unlink(old)
+                    raise
                 done.append((path, old))
             for path in removals:
-                old = self._snapshot(path)
+                old = _set_aside(path, keep=False)
                 if old is not None:
-                    os.unlink(path)
                     done.append((path, old))
             dirs |= {os.path.dirname(p) for p in removals}
             if batch:
@@ -229,7 +338,7 @@ class Transaction:
             else:
                 for d in dirs:
                     _fsync_dir(d)
-        except BaseException:
+        except BaseException as e:
             for tmp in [t for t, _path in temps] + [t for t, *_rest in prepared.values()]:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
@@ -237,36 +346,99 @@ class Transaction:
                 with contextlib.suppress(OSError):
                     if old is None:
                         os.unlink(path)
+                    elif isinstance(old, str):  # the old file, hard-linked aside
+                        os.replace(old, path)
                     else:
                         os.replace(_write_temp(path, *old), path)
             for d in reversed(made):
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
+            _raise_write_error(self.store, e)
             raise
+        else:
+            for _path, old in done:
+                if isinstance(old, str):
+                    with contextlib.suppress(OSError):
+                        os.unlink(old)
         finally:
             self.pending = {}
 
-    def _snapshot(self, path):
-        data = self.store.read(path)
-        return None if data is None else (data, os.stat(path).st_mode & 0o777)
+    def _check_index_unchanged(self):
+        """Never write an index that lost records: if index.json changed since this run loaded it (a run
+        that ignored the lock), fail rather than overwrite it."""
+        index_path = self.store.index_path
+        if index_path not in self.pending or not hasattr(self.store, "_loaded_index"):
+            return
+        if self.store.read(index_path) != self.store._loaded_index:
+            raise PkiError(f"{index_path} was changed by another run while this one held the store's lock (was "
+                           f"the store's lock bypassed?); nothing was written, run again", "index_changed")
+
+
+def _inside(path, root):
+    return os.path.commonpath([os.path.abspath(path), root]) == root
+
+
+def _set_aside(path, keep):
+    """Keep the file at ``path`` for a rollback: hard-linked (``keep``) or renamed to ``<path>.tmp-<pid>.old``
+    (no data copied, so this works on a full disk); returns that name, or None when there is no file. Where
+    hard links are not supported, the content and mode are kept in memory instead."""
+    aside = f"{path}.tmp-{os.getpid()}.old"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(aside)
+    try:
+        if keep:
+            os.link(path, aside, follow_symlinks=False)
+        else:
+            os.rename(path, aside)
+        return aside
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    st = os.lstat(path)
+    with open(path, "rb") as f:
+        old = (f.read(), stat.S_IMODE(st.st_mode))
+    if not keep:
+        os.unlink(path)
+    return old
+
+
+def _raise_write_error(store, error):
+    """An OSError while writing the store as a PkiError naming the error (e.g. ENOSPC) and the file."""
+    if isinstance(error, OSError) and not isinstance(error, PkiError):
+        code = errno.errorcode.get(error.errno, "error")
+        raise PkiError(f"writing the store {store.root} failed: {error.strerror or error} ({code})"
+                       + (f" on {error.filename}" if error.filename else "")
+                       + "; every file was left as it was before this run", code.lower()) from error
 
 
 def _write_temp(path, data, mode, sync=True):
     """Write ``data`` to a temp file next to ``path`` (mode set, fsynced unless the caller syncs the
     whole batch); returns the temp path."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    # private (0600) from the first byte, whatever the umask; its final mode is set once it is complete
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, KEY_MODE)
     try:
         try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
+            os.fchmod(fd, KEY_MODE)
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (e.g. a nearly full disk): never truncate
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+                view = view[written:]
+            if mode != KEY_MODE:
+                os.fchmod(fd, mode)
             if sync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:
+            e.filename = tmp
         raise
     return tmp
 

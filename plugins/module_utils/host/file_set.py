@@ -17,6 +17,8 @@ import pwd
 import shlex
 import subprocess
 
+from . import generation
+
 
 class FileSetError(Exception):
     pass
@@ -29,6 +31,14 @@ def ids(owner, group):
     except KeyError as e:
         raise FileSetError(f"unknown user or group {e.args[0]!r}") from None
     return uid, gid
+
+
+def run_validate(validate):
+    """Run the ``validate`` command (no shell); raise with its output when it fails."""
+    proc = subprocess.run(shlex.split(validate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, check=False)
+    if proc.returncode != 0:
+        raise FileSetError(f"validation '{validate}' failed (exit {proc.returncode}): {proc.stdout.strip()}")
 
 
 def _state(path):
@@ -108,15 +118,19 @@ def pruned(files, prune=()):
     return out
 
 
-def apply(files, validate=None, dir_mode=0o755, pairs=(), prune=()):
+def apply(files, validate=None, dir_mode=0o755, pairs=(), prune=(), generation_dir=None):
     """Write the changed files, remove the ``pruned`` ones, run ``validate`` and check ``pairs``
     [{certificate, key}]; on any failure restore the previous state and raise. Sources of files are removed
-    once everything succeeded."""
+    once everything succeeded. With ``generation_dir`` what the change replaced is kept there as a pending
+    generation (``generation.rollback`` undoes the change later, ``generation.clear`` confirms it)."""
     changed = set(plan(files))
     removed = pruned(files, prune)
     previous = {f["path"]: _state(f["path"]) for f in files if f["path"] in changed}
     previous.update({path: _state(path) for path in removed})
     changed |= set(removed)
+    had_generation = True
+    if generation_dir and changed:
+        had_generation = generation.save(generation_dir, previous, write_file)
     try:
         for f in files:
             if f["path"] in changed:
@@ -125,15 +139,14 @@ def apply(files, validate=None, dir_mode=0o755, pairs=(), prune=()):
         for path in removed:
             os.unlink(path)
         if changed and validate:
-            proc = subprocess.run(shlex.split(validate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  universal_newlines=True, check=False)
-            if proc.returncode != 0:
-                raise FileSetError(f"validation '{validate}' failed (exit {proc.returncode}): {proc.stdout.strip()}")
+            run_validate(validate)
         if changed:
             for pair in pairs:
                 check_pair(pair["certificate"], pair["key"])
     except (OSError, FileSetError):
         restore(previous)
+        if not had_generation:
+            generation.clear(generation_dir)
         raise
     for f in files:
         if f.get("source"):  # now installed (or already was): the pending copy goes, its CSR goes with it

@@ -25,10 +25,9 @@ attributes:
     description: Shows content changes of files not marked O(files[].secret); secret files only by name.
 options:
   files:
-    description: The files to install.
+    description: The files to install (required with O(action=install)).
     type: list
     elements: dict
-    required: true
     suboptions:
       path:
         description: Absolute destination path. Missing parent directories are created (mode O(dir_mode)).
@@ -62,6 +61,22 @@ options:
   validate:
     description: Command run after writing when anything changed; a non-zero exit restores every file.
     type: str
+  prune:
+    description:
+      - Remove, in the same change, files in O(prune[].path) matching O(prune[].pattern) that are not among
+        O(files) (for example the trust anchor of a root CA no longer trusted). Restored if the change fails.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Directory.
+        type: path
+        required: true
+      pattern:
+        description: Shell pattern of file names, such as V(mtls-rollout-*.crt).
+        type: str
+        required: true
   pairs:
     description:
       - Certificate and key files (on the host) that must belong together once the set is written; a pair that
@@ -78,6 +93,20 @@ options:
         description: Private key file.
         type: path
         required: true
+  generation_dir:
+    description:
+      - Keep what the change replaces (content, mode, owner, or that a file did not exist) in this directory as a
+        pending generation, so that O(action=rollback) can put it back after the new files failed a canary gate,
+        and O(action=confirm) drops it once they passed (an old key kept there is removed then). A change made
+        while a generation is still pending keeps the older state of each file, the last one proven good.
+    type: path
+  action:
+    description:
+      - V(install) - install O(files). V(rollback) - put back the pending generation in O(generation_dir), then run
+        O(validate). V(confirm) - drop the pending generation.
+    type: str
+    choices: [install, rollback, confirm]
+    default: install
   dir_mode:
     description: Mode of parent directories this module creates.
     type: str
@@ -111,7 +140,7 @@ import base64
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mtls.rollout.plugins.module_utils.host import file_set
+from ansible_collections.mtls.rollout.plugins.module_utils.host import file_set, generation
 
 
 def _normalise(module, files):
@@ -131,10 +160,28 @@ def _normalise(module, files):
     return out
 
 
+def _generation(module):
+    """rollback: put back the pending generation's files and validate; confirm: drop it (the files are proven)."""
+    gen_dir, pending = module.params["generation_dir"], generation.pending(module.params["generation_dir"])
+    paths = sorted((pending or {}).get("files", {}))
+    if module.check_mode or pending is None:
+        module.exit_json(changed=pending is not None, changed_files=paths if module.params["action"] == "rollback" else [])
+    try:
+        if module.params["action"] == "confirm":
+            generation.clear(gen_dir)
+            module.exit_json(changed=True, changed_files=[])
+        restored = generation.rollback(gen_dir, file_set.write_file)
+        if module.params["validate"]:
+            file_set.run_validate(module.params["validate"])
+    except (file_set.FileSetError, OSError) as e:
+        module.fail_json(msg=f"rolling back to the generation in {gen_dir} failed: {e}")
+    module.exit_json(changed=True, changed_files=restored)
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
-            "files": {"type": "list", "elements": "dict", "required": True, "options": {
+            "files": {"type": "list", "elements": "dict", "options": {
                 "path": {"type": "path", "required": True},
                 "content": {"type": "str", "no_log": True},
                 "source": {"type": "path"},
@@ -143,17 +190,28 @@ def main():
                 "group": {"type": "str"},
                 "secret": {"type": "bool", "default": False}}},
             "validate": {"type": "str"},
+            "prune": {"type": "list", "elements": "dict", "default": [], "options": {
+                "path": {"type": "path", "required": True},
+                "pattern": {"type": "str", "required": True}}},
             "pairs": {"type": "list", "elements": "dict", "default": [], "options": {
                 "certificate": {"type": "path", "required": True},
                 "key": {"type": "path", "required": True}}},
             "dir_mode": {"type": "str", "default": "0755"},
+            "generation_dir": {"type": "path"},
+            "action": {"type": "str", "choices": ["install", "rollback", "confirm"], "default": "install"},
         },
+        required_if=[("action", "install", ["files"]), ("action", "rollback", ["generation_dir"]),
+                     ("action", "confirm", ["generation_dir"])],
         supports_check_mode=True,
     )
+    if module.params["action"] != "install":
+        _generation(module)
     files = _normalise(module, module.params["files"])
     try:
-        changed = file_set.plan(files) if module.check_mode else file_set.apply(
-            files, module.params["validate"], int(module.params["dir_mode"], 8), module.params["pairs"])
+        prune = module.params["prune"]
+        changed = sorted(file_set.plan(files) + file_set.pruned(files, prune)) if module.check_mode else \
+            file_set.apply(files, module.params["validate"], int(module.params["dir_mode"], 8), module.params["pairs"],
+                           prune, module.params["generation_dir"])
     except (file_set.FileSetError, OSError) as e:
         module.fail_json(msg=f"{e}; every file was restored to its previous state", changed=False)
     result = {"changed": bool(changed), "changed_files": changed}
@@ -162,6 +220,9 @@ def main():
                            "before": "", "after": "(secret content changed)\n" if f["secret"]
                            else f["content"].decode(errors="replace")}
                           for f in files if f["path"] in changed]
+        listed = {f["path"] for f in files}
+        result["diff"] += [{"before_header": path, "after_header": path, "before": "(file)\n", "after": "(removed)\n"}
+                           for path in changed if path not in listed]
     module.exit_json(**result)
 
 

@@ -199,3 +199,47 @@ def test_host_code_runs_without_the_cryptography_library(tmp_path):
             "assert 'CERTIFICATE REQUEST' in r['csr']; print('ok')")
     proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_prune_removes_unwanted_files_of_ours_in_the_same_change_and_restores_them_on_failure(tmp_path):
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    (anchors / "mtls-rollout-old.crt").write_text("old root\n")
+    (anchors / "mtls-rollout-root.crt").write_text("root\n")
+    (anchors / "someone-else.crt").write_text("not ours\n")
+    files = [{"path": str(anchors / "mtls-rollout-root.crt"), "content": b"root\n", "mode": 0o644},
+             {"path": str(anchors / "mtls-rollout-new.crt"), "content": b"new root\n", "mode": 0o644}]
+    prune = [{"path": str(anchors), "pattern": "mtls-rollout-*.crt"}]
+    assert file_set.pruned(files, prune) == [str(anchors / "mtls-rollout-old.crt")]
+    with pytest.raises(file_set.FileSetError):
+        file_set.apply(files, validate="false", prune=prune)
+    assert sorted(os.listdir(anchors)) == ["mtls-rollout-old.crt", "mtls-rollout-root.crt", "someone-else.crt"]
+    assert sorted(file_set.apply(files, prune=prune)) == [str(anchors / "mtls-rollout-new.crt"),
+                                                          str(anchors / "mtls-rollout-old.crt")]
+    assert sorted(os.listdir(anchors)) == ["mtls-rollout-new.crt", "mtls-rollout-root.crt", "someone-else.crt"]
+    assert file_set.apply(files, prune=prune) == []
+
+
+def test_generation_keeps_what_a_change_replaced_until_confirmed_or_rolled_back(tmp_path):
+    from ansible_collections.mtls.rollout.plugins.module_utils.host import generation
+    gen = str(tmp_path / ".previous")
+    cert, key, new = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "extra.conf"
+    cert.write_bytes(b"cert 1\n")
+    key.write_bytes(b"key 1\n")
+    os.chmod(key, 0o400)
+
+    def change(n):
+        return [{"path": str(cert), "content": f"cert {n}\n".encode(), "mode": 0o644},
+                {"path": str(key), "content": f"key {n}\n".encode(), "mode": 0o400},
+                {"path": str(new), "content": b"new\n", "mode": 0o644}]
+    file_set.apply(change(2), generation_dir=gen)
+    file_set.apply(change(3), generation_dir=gen)  # interrupted before its gate: generation 1 stays the good one
+    assert generation.rollback(gen, file_set.write_file) == sorted([str(cert), str(key), str(new)])
+    assert (cert.read_bytes(), key.read_bytes(), mode_of(key), new.exists()) == (b"cert 1\n", b"key 1\n", 0o400, False)
+    assert generation.pending(gen) is None and os.listdir(gen) == []
+    file_set.apply(change(4), generation_dir=gen)
+    assert generation.clear(gen)  # confirmed: the old files (the old key among them) are gone from the host
+    assert os.listdir(gen) == [] and generation.rollback(gen, file_set.write_file) == []
+    with pytest.raises(file_set.FileSetError):  # a change that fails leaves no generation behind
+        file_set.apply(change(5), validate="false", generation_dir=gen)
+    assert generation.pending(gen) is None and cert.read_bytes() == b"cert 4\n"

@@ -6,13 +6,18 @@ servers and clients in one round trip, so a rejected configuration never replace
 A file may come from another file on the host (``source``): a key made there (``host_key``'s ``.next``)
 replaces the one in use in the same change as its certificate; the source is removed only once the whole
 set is written and validated. ``pairs`` checks that each installed certificate carries its installed key.
+``prune`` removes, in the same change, files of ours that are no longer wanted (e.g. the trust anchor of a
+withdrawn root CA): those in a directory matching a pattern that are not among the files.
 """
 
+import fnmatch
 import grp
 import os
 import pwd
 import shlex
 import subprocess
+
+from . import generation
 
 
 class FileSetError(Exception):
@@ -26,6 +31,14 @@ def ids(owner, group):
     except KeyError as e:
         raise FileSetError(f"unknown user or group {e.args[0]!r}") from None
     return uid, gid
+
+
+def run_validate(validate):
+    """Run the ``validate`` command (no shell); raise with its output when it fails."""
+    proc = subprocess.run(shlex.split(validate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, check=False)
+    if proc.returncode != 0:
+        raise FileSetError(f"validation '{validate}' failed (exit {proc.returncode}): {proc.stdout.strip()}")
 
 
 def _state(path):
@@ -89,26 +102,51 @@ def write_file(path, content, mode, uid, gid, dir_mode):
         raise
 
 
-def apply(files, validate=None, dir_mode=0o755, pairs=()):
-    """Write the changed files, run ``validate`` and check ``pairs`` [{certificate, key}]; on any failure
-    restore the previous state and raise. Sources of files are removed once everything succeeded."""
+def pruned(files, prune=()):
+    """Paths matching a ``prune`` entry {path: directory, pattern: glob} that are not among ``files``."""
+    wanted = {os.path.normpath(f["path"]) for f in files}
+    out = []
+    for rule in prune:
+        try:
+            names = sorted(os.listdir(rule["path"]))
+        except FileNotFoundError:
+            continue
+        for name in fnmatch.filter(names, rule["pattern"]):
+            path = os.path.normpath(os.path.join(rule["path"], name))
+            if path not in wanted and (os.path.isfile(path) or os.path.islink(path)):
+                out.append(path)
+    return out
+
+
+def apply(files, validate=None, dir_mode=0o755, pairs=(), prune=(), generation_dir=None):
+    """Write the changed files, remove the ``pruned`` ones, run ``validate`` and check ``pairs``
+    [{certificate, key}]; on any failure restore the previous state and raise. Sources of files are removed
+    once everything succeeded. With ``generation_dir`` what the change replaced is kept there as a pending
+    generation (``generation.rollback`` undoes the change later, ``generation.clear`` confirms it)."""
     changed = set(plan(files))
+    removed = pruned(files, prune)
     previous = {f["path"]: _state(f["path"]) for f in files if f["path"] in changed}
+    previous.update({path: _state(path) for path in removed})
+    changed |= set(removed)
+    had_generation = True
+    if generation_dir and changed:
+        had_generation = generation.save(generation_dir, previous, write_file)
     try:
         for f in files:
             if f["path"] in changed:
                 uid, gid = ids(f.get("owner"), f.get("group"))
                 write_file(f["path"], f["content"], f["mode"], uid, gid, dir_mode)
+        for path in removed:
+            os.unlink(path)
         if changed and validate:
-            proc = subprocess.run(shlex.split(validate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  universal_newlines=True, check=False)
-            if proc.returncode != 0:
-                raise FileSetError(f"validation '{validate}' failed (exit {proc.returncode}): {proc.stdout.strip()}")
+            run_validate(validate)
         if changed:
             for pair in pairs:
                 check_pair(pair["certificate"], pair["key"])
     except (OSError, FileSetError):
         restore(previous)
+        if not had_generation:
+            generation.clear(generation_dir)
         raise
     for f in files:
         if f.get("source"):  # now installed (or already was): the pending copy goes, its CSR goes with it

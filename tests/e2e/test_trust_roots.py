@@ -1,0 +1,83 @@
+"""Issue 14, item 1: a client host trusts several roots at once (system trust store, NSS database, ca.pem), and
+withdrawing one is a normal idempotent run. Fleet: one nginx server, one client host."""
+
+import re
+
+import pytest
+
+from tests.e2e.helpers import changed_tasks, recap, run_playbook
+
+SITE = "mtls.rollout.site"
+SERVER, CLIENT = 1, 2
+ANCHORS = "/usr/local/share/ca-certificates"
+BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+NSS = "sql:/root/.pki/nssdb"
+CAS = [{"name": "root", "subject": {"common_name": "mtls.rollout Root CA"}},
+       {"name": "root2", "subject": {"common_name": "mtls.rollout Root CA 2"}},
+       {"name": "server-ca", "issuer": "root", "path_length": 0},
+       {"name": "client-ca", "issuer": "root", "path_length": 0}]
+pytestmark = pytest.mark.usefixtures("ansible_ok")
+
+
+@pytest.fixture(scope="module")
+def fleet(make_module_fleet):
+    return make_module_fleet("trust", hosts=2, groups={"mtls_servers": [SERVER], "mtls_clients": [CLIENT]})
+
+
+@pytest.fixture(scope="module")
+def site_vars(tmp_path_factory):
+    return {"mtls_pki_dir": str(tmp_path_factory.mktemp("pki")), "mtls_nginx_install": False, "mtls_cas": CAS,
+            "mtls_client_nss": True, "mtls_client_pkcs12_password": "pw"}
+
+
+@pytest.fixture(scope="module")
+def both(fleet, site_vars):
+    return run_playbook(SITE, fleet.inventory, site_vars)[1]
+
+
+def root_pem(site_vars, name):
+    with open(f"{site_vars['mtls_pki_dir']}/ca/{name}/cert.pem") as f:
+        return f.read()
+
+
+def squash(text):
+    return re.sub(r"\s", "", text)
+
+
+def trusted(fleet, site_vars):
+    """{root name: (anchor file, in the system bundle, in ca.pem, trusted in NSS)} on the client host."""
+    bundle = squash(fleet.run(CLIENT, ["cat", BUNDLE]).stdout)
+    ca_pem = squash(fleet.run(CLIENT, ["cat", "/etc/mtls/client/ca.pem"]).stdout)
+    nss = fleet.run(CLIENT, ["certutil", "-L", "-d", NSS]).stdout
+    out = {}
+    for name in ("root", "root2"):
+        pem = squash(root_pem(site_vars, name))
+        anchor = fleet.run(CLIENT, ["test", "-e", f"{ANCHORS}/mtls-rollout-{name}.crt"]).returncode == 0
+        out[name] = (anchor, pem in bundle, pem in ca_pem,
+                     bool(re.search(rf"^mtls-rollout-{name}\s+C,,\s*$", nss, re.M)))
+    return out
+
+
+def test_every_root_of_mtls_cas_is_trusted_everywhere(both, fleet, site_vars):
+    assert all(c["failed"] == 0 for c in recap(both).values())
+    assert trusted(fleet, site_vars) == {"root": (True,) * 4, "root2": (True,) * 4}
+    ip = fleet.host(SERVER).ip  # the client verifies the server through the system store holding both roots
+    proc = fleet.run(CLIENT, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cert",
+                              "/etc/mtls/client/cert.pem", "--key", "/etc/mtls/client/key.pem", f"https://{ip}/"])
+    assert proc.stdout == "200", proc.stderr
+
+
+def test_second_run_changes_nothing(both, fleet, site_vars):
+    _, out = run_playbook(SITE, fleet.inventory, site_vars)
+    name = fleet.host(CLIENT).name
+    assert recap(out)[name]["changed"] == 0, changed_tasks(out, name)
+
+
+def test_withdrawing_a_root_removes_it_everywhere_and_settles(both, fleet, site_vars):
+    withdrawn = {**site_vars, "mtls_client_trusted_roots": ["root"]}
+    _, out = run_playbook(SITE, fleet.inventory, withdrawn)
+    name = fleet.host(CLIENT).name
+    assert recap(out)[name]["changed"] > 0
+    assert trusted(fleet, site_vars) == {"root": (True,) * 4, "root2": (False,) * 4}
+    _, out = run_playbook(SITE, fleet.inventory, withdrawn)
+    assert recap(out)[name]["changed"] == 0, changed_tasks(out, name)

@@ -1,7 +1,8 @@
 # mtls.rollout — development tasks. `make help` lists them; docs/development.md explains them.
 #
 #   make venv     .venv from requirements.txt, and the checkout linked under .cache/collections; instant when up to date
-#   make test     lint, sanity, then pytest over tests/ (unit, integration, e2e): THE test command
+#   make test     system packages, lint, sanity, then pytest (unit, integration, e2e): THE test command
+#   make packages install the system packages of .ci/packages.txt (root, Debian) or fail naming the missing ones
 #   make lint     ansible-lint, production profile, over roles/ and playbooks/
 #   make sanity   ansible-test sanity on a staged copy of the collection
 #   make pytest   only the pytest part of `make test`
@@ -44,11 +45,18 @@ PYTEST_OUT := $(CACHE)/pytest
 INVENTORY ?= inventory/local.yml
 PLAYBOOK ?= mtls.rollout.site
 
+# A skipped test is a failed test (tests/no_skips.py), and a missing system package fails `make test`;
+# `make test ALLOW_SKIPS=1` (or MTLS_ALLOW_SKIPS=1 in the environment) runs what this machine can, on purpose.
+ALLOW_SKIPS ?=
+ifeq ($(ALLOW_SKIPS),1)
+export MTLS_ALLOW_SKIPS := 1
+endif
+
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv link test lint sanity pytest build run clean
+.PHONY: help venv link packages test lint sanity pytest build run clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -67,7 +75,11 @@ link:
 
 # Every step runs even when an earlier one fails, so one run reports all failures; the exit
 # status is non-zero when any failed.
+packages:
+	@$(ROOT)/.ci/system-packages ensure
+
 test: venv
+	@$(MAKE) packages
 	@failed=""; \
 	$(MAKE) lint || failed="$$failed lint"; \
 	$(MAKE) sanity || failed="$$failed sanity"; \

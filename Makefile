@@ -1,12 +1,13 @@
 # mtls.rollout — development tasks. `make help` lists them; docs/development.md explains them.
 #
 #   make venv     .venv from requirements.txt, and the checkout linked under .cache/collections; instant when up to date
-#   make test     system packages, lint, sanity, then pytest (unit, integration, e2e): THE test command
+#   make test     system packages, lint, sanity, galaxy-check, then pytest (unit, integration, e2e): THE test command
 #   make packages install the system packages of .ci/packages.txt (root, Debian) or fail naming the missing ones
 #   make lint     ansible-lint, production profile, over roles/ and playbooks/
 #   make sanity   ansible-test sanity on a staged copy of the collection
 #   make pytest   only the pytest part of `make test`
 #   make build    ansible-galaxy collection build into .cache/build/
+#   make galaxy-check  galaxy-importer (Galaxy's import checks) on the built tarball: no error, no warning
 #   make run      the main job: ansible-playbook -i inventory/local.yml mtls.rollout.site
 #   make clean    remove staged copies, build output and test reports under .cache/
 
@@ -56,7 +57,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv link packages test lint sanity pytest build run clean
+.PHONY: help venv link packages test lint sanity galaxy-check pytest build run clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -83,6 +84,7 @@ test: venv
 	@failed=""; \
 	$(MAKE) lint || failed="$$failed lint"; \
 	$(MAKE) sanity || failed="$$failed sanity"; \
+	$(MAKE) galaxy-check || failed="$$failed galaxy-check"; \
 	$(MAKE) pytest || failed="$$failed pytest"; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi
 
@@ -125,6 +127,19 @@ build: venv
 	@$(ROOT)/.ci/stage-collection $(BUILD_STAGE)
 	@cd $(BUILD_STAGE) && ansible-galaxy collection build --force --output-path $(BUILD_DIR) .
 	@python $(ROOT)/.ci/check_tarball.py $(BUILD_DIR)/mtls-rollout-*.tar.gz
+
+# galaxy-importer logs its findings as "WARNING: ..." / "ERROR: ..." lines; any of them fails the check,
+# except the pending ones .ci/galaxy-importer.allow names (each with its reason).
+galaxy-check: build
+	@echo "== galaxy-importer (.ci/galaxy-importer.cfg)"
+	@cd $(BUILD_DIR) && GALAXY_IMPORTER_CONFIG=$(ROOT)/.ci/galaxy-importer.cfg \
+	  python -m galaxy_importer.main $(BUILD_DIR)/mtls-rollout-*.tar.gz >galaxy-importer.log 2>&1 \
+	  || { cat galaxy-importer.log; echo "galaxy-importer failed" >&2; exit 1; }
+	@cd $(BUILD_DIR) && grep -E '^(WARNING|ERROR)' galaxy-importer.log >galaxy-importer.findings || true; \
+	allowed=$$(grep -cEf <(grep -v '^#' $(ROOT)/.ci/galaxy-importer.allow) galaxy-importer.findings || true); \
+	if grep -vEf <(grep -v '^#' $(ROOT)/.ci/galaxy-importer.allow) galaxy-importer.findings; then \
+	  echo "galaxy-importer: findings above (full log: $(BUILD_DIR)/galaxy-importer.log)" >&2; exit 1; fi; \
+	echo "galaxy-importer: 0 errors, 0 warnings ($$allowed pending, allowed by .ci/galaxy-importer.allow)"
 
 run: venv
 	cd $(ROOT) && ansible-playbook -i $(INVENTORY) $(PLAYBOOK)

@@ -29,6 +29,9 @@ description:
     server's chain is verified against O(ca_file) in a second handshake, by OpenSSL.
   - Never fails because the server is broken unless O(fail_on_problems) is set; read RV(ok) and RV(diagnosis).
 author: mtls.rollout maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - mtls.rollout.attributes
+  - mtls.rollout.requirements.probe
 attributes:
   check_mode:
     support: full

@@ -1,6 +1,6 @@
 # mtls.rollout — development tasks. `make help` lists them; docs/development.md explains them.
 #
-#   make venv     .venv from requirements.txt, and the checkout linked under .cache/collections; instant when up to date
+#   make venv     .venv from requirements-dev.txt, and the checkout linked under .cache/collections; instant when up to date
 #   make test     system packages, lint, sanity, galaxy-check, then pytest (unit, integration, e2e): THE test command
 #   make packages install the system packages of .ci/packages.txt (root, Debian) or fail naming the missing ones
 #   make lint     ansible-lint, production profile, over roles/ and playbooks/
@@ -64,9 +64,10 @@ help:
 
 venv: $(STAMP) link
 
-$(STAMP): $(ROOT)/requirements.txt
+# requirements-dev.txt: the pinned development tools (it includes the runtime requirements.txt's packages)
+$(STAMP): $(ROOT)/requirements-dev.txt $(ROOT)/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r $(ROOT)/requirements.txt
+	$(BIN)/python -m pip install --quiet -r $(ROOT)/requirements-dev.txt -r $(ROOT)/requirements.txt
 	@touch $@
 
 link:

@@ -182,7 +182,10 @@ verify_message:
   returned: always
   type: str
 client_auth_requested:
-  description: Whether the server asked for a client certificate.
+  description:
+    - Whether the server asked for a client certificate.
+    - Null when the probing Python cannot see the handshake messages (before 3.8, C(ssl) has no message callback);
+      with O(expect_client_auth) the diagnosis then says so (V(client_auth_unknown)) instead of guessing.
   returned: always
   type: bool
 acceptable_ca_names:

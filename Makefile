@@ -9,6 +9,7 @@
 #   make build    ansible-galaxy collection build into .cache/build/
 #   make galaxy-check  galaxy-importer (Galaxy's import checks) on the built tarball: no error, no warning
 #   make run      the main job: ansible-playbook -i inventory/local.yml mtls.rollout.site
+#   make undo     remove what `make run` installed (nginx site, client files, trust entry); STORE=1: the PKI store too
 #   make clean    remove staged copies, build output and test reports under .cache/
 
 SHELL := /bin/bash
@@ -57,7 +58,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv link packages test lint sanity galaxy-check pytest build run clean
+.PHONY: help venv link packages test lint sanity galaxy-check pytest build run undo clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -142,8 +143,23 @@ galaxy-check: build
 	  echo "galaxy-importer: findings above (full log: $(BUILD_DIR)/galaxy-importer.log)" >&2; exit 1; fi; \
 	echo "galaxy-importer: 0 errors, 0 warnings ($$allowed pending, allowed by .ci/galaxy-importer.allow)"
 
+define RUN_NOTICE
+make run will, on this machine:
+  - install nginx (apt) and serve the demo on :8443 (/etc/nginx/conf.d/mtls-rollout.conf, /etc/nginx/mtls/)
+  - write a client identity to /etc/mtls/client/
+  - keep the CA hierarchy in ~/.local/share/mtls-rollout/pki (CA keys unencrypted unless MTLS_CA_PASSPHRASE is set)
+  - trust nothing machine-wide: the demo root stays out of the system trust store (curl --cacert)
+`make undo` removes it again (`make undo STORE=1`: the store too).
+endef
+export RUN_NOTICE
+
 run: venv
+	@echo "$$RUN_NOTICE"
 	cd $(ROOT) && ansible-playbook -i $(INVENTORY) $(PLAYBOOK)
+
+STORE ?=
+undo: venv
+	cd $(ROOT) && ansible-playbook -i $(INVENTORY) mtls.rollout.uninstall $(if $(filter 1,$(STORE)),-e mtls_uninstall_store=true)
 
 clean:
 	rm -rf $(CACHE)/sanity $(CACHE)/build $(CACHE)/build-stage $(PYTEST_OUT) $(ROOT)/tests/output

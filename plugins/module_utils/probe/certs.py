@@ -109,4 +109,3 @@ def facts(cert, now=None):
             "days_remaining": round((not_after(cert) - now).total_seconds() / 86400, 2),
             "is_ca": is_ca(cert), "san_dns": dns, "san_ip": ips,
             "eku": sorted(getattr(e, "_name", e.dotted_string) for e in ekus(cert) or ())}
-

@@ -14,6 +14,7 @@ from .certs import ProbeError, der, utc_time, facts, iso, load_pem_certs, load_p
 from .diagnosis import Observation, ip_or_none, client_depth, diagnose
 from .handshake import HANDSHAKE, messages_to_facts, name_from_der
 
+
 def _context(messages=None, cafile=None, certfile=None, keyfile=None, password=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False  # names are checked against the SAN by diagnose(), reported separately

@@ -264,4 +264,3 @@ def _http_problem(obs):
         return problem("backend_unavailable", f"nginx answered {status}{reason}: it could not reach its backend "
                                               f"(mtls_nginx_backend / proxy_pass); start it or fix the URL")
     return problem("http_error", f"the request got HTTP {status}{reason}")
-

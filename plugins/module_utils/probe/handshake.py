@@ -144,4 +144,3 @@ def messages_to_facts(messages):
         elif kind == CERTIFICATE_REQUEST and names is None:
             names = parse_certificate_request(body, tls13)
     return chain, names
-

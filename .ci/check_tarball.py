@@ -13,6 +13,8 @@ FORBIDDEN_NAMES = [
     ".venv/*", ".cache/*", ".ansible/*", ".git/*", ".ci/*", "tests/output/*", ".pytest_cache/*",
     "*/__pycache__/*", "*.pyc", "pki/*", "artifacts/*", "*.key", "*.p12", "*.pfx", "*/key.pem", "key.pem",
     "*.tar.gz",
+    # development files: the tools' pins, benchmarks, molecule scenarios, make and lint settings
+    "requirements-dev.*", "bench/*", "molecule/*", "Makefile", ".ansible-lint",
 ]
 # a PEM private key block with its base64 body (not just the header line, which tests may mention)
 PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n(?:[A-Za-z0-9+/=:, -]*\r?\n)*?"

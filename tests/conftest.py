@@ -21,3 +21,5 @@ sys.path.insert(0, COLLECTIONS)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # tests.harness, tests.e2e.helpers
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
+
+from tests.no_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402,F401 - hooks

@@ -23,6 +23,8 @@ author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
   - mtls.rollout.store.subject
+  - mtls.rollout.attributes
+  - mtls.rollout.requirements
 attributes:
   check_mode:
     support: full

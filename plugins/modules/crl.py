@@ -28,6 +28,8 @@ description:
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
+  - mtls.rollout.attributes
+  - mtls.rollout.requirements
 attributes:
   check_mode:
     support: full

@@ -16,6 +16,8 @@ description:
   - One module run for the whole set, instead of a copy/template task (and its round trips) per file.
   - Runs on the managed host; needs only the Python standard library there.
 author: mtls.rollout maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - mtls.rollout.attributes
 attributes:
   check_mode:
     support: full

@@ -29,6 +29,9 @@ description:
     server's chain is verified against O(ca_file) in a second handshake, by OpenSSL.
   - Never fails because the server is broken unless O(fail_on_problems) is set; read RV(ok) and RV(diagnosis).
 author: mtls.rollout maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - mtls.rollout.attributes
+  - mtls.rollout.requirements.probe
 attributes:
   check_mode:
     support: full
@@ -179,7 +182,10 @@ verify_message:
   returned: always
   type: str
 client_auth_requested:
-  description: Whether the server asked for a client certificate.
+  description:
+    - Whether the server asked for a client certificate.
+    - Null when the probing Python cannot see the handshake messages (before 3.8, C(ssl) has no message callback);
+      with O(expect_client_auth) the diagnosis then says so (V(client_auth_unknown)) instead of guessing.
   returned: always
   type: bool
 acceptable_ca_names:

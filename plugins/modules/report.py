@@ -17,6 +17,8 @@ description:
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
+  - mtls.rollout.attributes
+  - mtls.rollout.requirements
 attributes:
   check_mode:
     support: full
@@ -37,7 +39,10 @@ options:
     description: Write the report as JSON here.
     type: path
   html_path:
-    description: Write the report as an HTML page here.
+    description:
+      - Write the report as an HTML page here, self-contained (no scripts or network fetches) - a timeline (a bar
+        per certificate from not-before to not-after, the renewal window hatched, a line at now, expired and
+        revoked marked), the CA tree (root, intermediates, leaves with the hosts that hold them) and the table.
     type: path
 seealso:
   - module: mtls.rollout.certificates
@@ -74,10 +79,26 @@ certificates:
       type: list
       elements: str
     serial:
-      description: Serial in hex.
+      description: Serial as C(openssl x509 -serial) and nginx's C($ssl_client_serial) print it (upper-case hex,
+        even length).
+      type: str
+    subject:
+      description: Subject DN (RFC 4514).
+      type: str
+    issuer:
+      description: Issuer DN (RFC 4514).
+      type: str
+    issuer_name:
+      description: Store name of the issuing CA (null for a root, or when the issuer is not in the store).
+      type: str
+    not_before:
+      description: Start of validity, ISO 8601 UTC.
       type: str
     not_after:
       description: Expiry, ISO 8601 UTC.
+      type: str
+    renew_from:
+      description: Start of the renewal window (the last third of the lifetime), ISO 8601 UTC.
       type: str
     days_left:
       description: Days until expiry.

@@ -17,6 +17,9 @@ description:
     RV(method) says.
   - Never fails because the certificate is invalid unless O(fail_on_invalid) is set; read RV(valid) and RV(problems).
 author: mtls.rollout maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - mtls.rollout.attributes
+  - mtls.rollout.requirements
 attributes:
   check_mode:
     support: full

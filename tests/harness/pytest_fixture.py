@@ -3,7 +3,8 @@
 Each is a factory ``make_fleet(name="t", hosts=3, groups=None, subnet_index="auto") -> Fleet``;
 every fleet it made is destroyed when the test (or module) ends, whether it passed or failed.
 Enable with ``pytest_plugins = ["tests.harness.pytest_fixture"]`` in the root conftest.py, or import
-the fixtures into a test module. Tests are skipped (with the reason) when the harness cannot run here.
+the fixtures into a test module. Tests fail (with the reason) when the harness cannot run here, or skip
+when the caller allows skips (MTLS_ALLOW_SKIPS=1, tests/no_skips.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.no_skips import missing
 
 from .fleet import Fleet
 from .inventory import GroupSpec
@@ -60,7 +63,7 @@ class FleetFactory:
 def _factory(tmp_path_factory: pytest.TempPathFactory):
     reason = harness_skip_reason()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     factory = FleetFactory(tmp_path_factory.mktemp("fleets"))
     try:
         yield factory

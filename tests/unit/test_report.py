@@ -2,6 +2,8 @@
 
 import datetime as dt
 import json
+import re
+import subprocess
 
 from ansible_collections.mtls.rollout.plugins.module_utils.pki import report
 import pytest
@@ -56,3 +58,64 @@ def test_table_json_and_html(pki):
     assert json.loads(report.to_json(rows, "now"))["certificates"] == rows
     page = report.to_html(rows, "now", 30)
     assert "&lt;y" in page and "<y" not in page and "<script" not in page and "http" not in page.split("<body>")[1]
+
+
+def _openssl_serial(path):
+    out = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", path], capture_output=True, text=True,
+                         check=True).stdout
+    return out.strip().split("=", 1)[1]
+
+
+def test_serials_as_openssl_prints_them(pki):
+    assert report.openssl_serial(0xF2B6) == "F2B6" and report.openssl_serial(0xF2B) == "0F2B"
+    assert report.openssl_serial(0x1) == "01"
+    issue(pki, "int", [{"name": "web1-server", "dns": ["web1"]}])
+    by = {r["name"]: r for r in report.rows(pki)}
+    assert by["web1-server"]["serial"] == _openssl_serial(pki.leaf_path("web1-server", "cert.pem"))
+    assert by["root"]["serial"] == _openssl_serial(pki.ca_path("root", "cert.pem"))
+    assert "web1-server" in "\n".join(report.table(list(by.values())))
+    assert by["web1-server"]["serial"] in "\n".join(report.table(list(by.values())))  # whole, not cut
+
+
+@pytest.fixture
+def fleet_rows(pki):
+    """root -> int -> web1-server (on web1, web2), app1 (revoked), old (expired), a (due)."""
+    now = utcnow()
+    issue(pki, "int", [{"name": "web1-server", "dns": ["web1"]},
+                       {"name": "app1", "profile": "client", "common_name": "app1"}], now=now)
+    issue(pki, "int", [{"name": "old", "profile": "client", "common_name": "old", "valid_days": 1}],
+          now=now - dt.timedelta(days=3))
+    issue(pki, "int", [{"name": "a", "profile": "client", "common_name": "a", "valid_days": 300}],
+          now=now - dt.timedelta(days=250))
+    index = pki.load_index()
+    for r in index.records:
+        if r["name"] == "app1":
+            r["status"] = "revoked"
+    with open(pki.index_path, "wb") as f:
+        f.write(index.dumps())
+    return report.rows(pki, {"web1-server": ["web1", "web2"], "app1": ["app1"]}, now=now), now
+
+
+def test_rows_know_their_issuer_and_lifetime(fleet_rows):
+    rows, _now = fleet_rows
+    by = {r["name"]: r for r in rows}
+    assert by["root"]["issuer_name"] is None and by["int"]["issuer_name"] == "root"
+    assert {by[n]["issuer_name"] for n in ("web1-server", "app1", "old", "a")} == {"int"}
+    a = by["a"]
+    assert a["not_before"] < a["renew_from"] < a["not_after"]
+
+
+def test_html_timeline_and_ca_tree(fleet_rows):
+    rows, now = fleet_rows
+    page = report.to_html(rows, "2026-01-01T00:00:00Z", 30, now=now)
+    body = page.split("<body>")[1]
+    assert "<script" not in page and "http" not in body and "url(" not in page.replace("url(#hatch)", "")
+    svg = re.search(r"<svg .*?</svg>", page, re.S).group(0)
+    assert len(re.findall(r"<g class='bar (\w+)'>", svg)) == len(rows)  # one bar per certificate
+    assert re.findall(r"<g class='bar (\w+)'>", svg).count("revoked") == 1 and "⊘ revoked" in svg
+    assert "✕ expired" in svg and ">now</text>" in svg and svg.count("url(#hatch)") == len(rows)
+    tree = re.search(r"<ul class=tree>.*?</ul></li></ul>", page, re.S).group(0)
+    # root holds int, int holds the leaves; hosts are named with the leaf they hold
+    assert tree.index(">root<") < tree.index(">int<") < tree.index(">web1-server<")
+    assert re.search(r">web1-server</span>.*?on web1, web2", tree)
+    assert re.search(r"class='struck'>app1<", tree)

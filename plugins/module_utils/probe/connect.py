@@ -3,6 +3,7 @@ client certificate when given, and an HTTP GET over it; a second handshake that 
 ``ca_file`` with OpenSSL, for its verdict and error code. ``report`` shapes the module result."""
 
 import json
+import platform
 import re
 import socket
 import ssl
@@ -115,6 +116,9 @@ def observe(host, port=443, server_name=None, ca_file=None, client_cert=None, cl
 
     messages = []
     ctx = _context(messages, certfile=client_cert, keyfile=client_key, password=client_key_password)
+    if not hasattr(ctx, "_msg_callback"):  # Python < 3.8: the handshake messages cannot be seen
+        obs.handshake_hidden = (f"Python {platform.python_version()} has no ssl.SSLContext._msg_callback (3.8 added "
+                                f"it), so the probe cannot see the server's CertificateRequest")
     try:
         raw = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as e:
@@ -125,7 +129,7 @@ def observe(host, port=443, server_name=None, ca_file=None, client_cert=None, cl
             with ctx.wrap_socket(raw, server_hostname=sni) as tls:
                 obs.protocol, obs.cipher = tls.version(), tls.cipher()[0]
                 if not messages:  # no message callback in this Python: at least the chain
-                    obs.server_chain = _unverified_chain(tls)
+                    obs.server_chain, obs.chain_partial = _unverified_chain(tls)
                 if http:
                     obs.http_status, obs.http_reason, _body = _http_get(tls, name, path, timeout)
         except (ssl.SSLError, OSError) as e:
@@ -134,7 +138,7 @@ def observe(host, port=443, server_name=None, ca_file=None, client_cert=None, cl
     chain_ders, names = messages_to_facts(messages)
     if chain_ders is not None:
         obs.server_chain = [x509.load_der_x509_certificate(d) for d in chain_ders]
-    obs.client_auth_requested = names is not None
+    obs.client_auth_requested = None if obs.handshake_hidden else names is not None
     obs.acceptable_ca_names = names or []
 
     if ca_file and obs.server_chain:
@@ -143,15 +147,16 @@ def observe(host, port=443, server_name=None, ca_file=None, client_cert=None, cl
 
 
 def _unverified_chain(tls):
-    """The peer's certificates as sent: public on Python 3.13, on the private _ssl object since 3.10."""
+    """(the peer's certificates as sent, whether only the leaf could be read): the chain is public on Python
+    3.13, on the private _ssl object since 3.10; before that only the leaf can be read."""
     for owner in (tls, getattr(tls, "_sslobj", None)):
         get = getattr(owner, "get_unverified_chain", None)
         if get is not None:
             chain = get() or []
-            return [x509.load_der_x509_certificate(c if isinstance(c, bytes) else c.public_bytes(ssl.ENCODING_DER))
-                    for c in chain]
+            return [x509.load_der_x509_certificate(c if isinstance(c, bytes) else ssl.PEM_cert_to_DER_cert(c.public_bytes()))
+                    for c in chain], False
     leaf = tls.getpeercert(binary_form=True)
-    return [x509.load_der_x509_certificate(leaf)] if leaf else []
+    return ([x509.load_der_x509_certificate(leaf)] if leaf else []), True
 
 
 def _verify(host, port, sni, ca_file, timeout):

@@ -26,11 +26,13 @@ class Observation:
     protocol: str = None
     cipher: str = None
     server_chain: list = field(default_factory=list)  # x509 certificates, as sent
+    chain_partial: bool = False  # only the leaf of the chain could be read (Python < 3.10 without the handshake)
     verified: bool = None  # None: no CA file given
     verify_code: int = None
     verify_message: str = None
     anchors: list = field(default_factory=list)
-    client_auth_requested: bool = False
+    client_auth_requested: bool = False  # None: unknown, this Python cannot see the handshake (handshake_hidden)
+    handshake_hidden: str = None  # why the handshake messages (CertificateRequest, CA names) cannot be seen
     acceptable_ca_names: list = field(default_factory=list)  # DER names
     client_chain: list = field(default_factory=list)  # what the client sent, leaf first
     revoked: dict = field(default_factory=dict)  # serial (int) -> description (where it was found)
@@ -78,7 +80,7 @@ def _server_problems(obs, now):
                                  f"({name_text(chain[i].subject)}); ssl_certificate must hold the server certificate "
                                  f"first, then its issuing CA, then the CAs above it (the store's fullchain.pem)"))
             break
-    if len(chain) == 1 and not self_signed(leaf) and der(leaf.issuer) not in anchor_subjects and obs.verified is not True:
+    if len(chain) == 1 and not obs.chain_partial and not self_signed(leaf) and der(leaf.issuer) not in anchor_subjects and obs.verified is not True:
         hedge = ("" if obs.verified is False
                  else f" (unless {name_text(leaf.issuer)} is itself a root that every client trusts)")
         found.append(problem("server_missing_intermediate",
@@ -161,7 +163,14 @@ def client_depth(chain):
 
 def _client_problems(obs, now):
     found = []
-    if obs.expect_client_auth and not obs.client_auth_requested:
+    if obs.client_auth_requested is None:
+        if obs.expect_client_auth:
+            found.append(problem("client_auth_unknown",
+                                 f"cannot tell whether the server asks for a client certificate, nor which CAs it "
+                                 f"accepts: {obs.handshake_hidden or 'the handshake messages are not visible here'}; "
+                                 f"run the probe with Python 3.8 or later (e.g. on the control node, "
+                                 f"delegate_to: localhost)"))
+    elif obs.expect_client_auth and not obs.client_auth_requested:
         found.append(problem("client_auth_not_requested",
                              "the server did not ask for a client certificate: ssl_verify_client is off there (or "
                              "another server block answered this name); set mtls_verify_client: on and re-run site.yml"))

@@ -21,6 +21,10 @@ description:
     and the path; it is never replaced.
   - Needs only the Python standard library and the C(openssl) command (OpenSSL 1.1.1 or later) on the host.
 author: mtls.rollout maintainers (!UNKNOWN)
+requirements:
+  - the C(openssl) command (OpenSSL 1.1.1 or later) on the managed host; Python standard library only
+extends_documentation_fragment:
+  - mtls.rollout.attributes
 attributes:
   check_mode:
     support: full
@@ -28,6 +32,9 @@ attributes:
   diff_mode:
     support: none
     description: Key material is never shown; the result says what was made.
+  idempotent:
+    support: full
+    description: A second run makes no key and no CSR.
 options:
   path:
     description: Absolute path of the private key (PKCS#8 PEM).

@@ -17,6 +17,10 @@ description:
     sidecar C(<path>.meta) (0600) without decrypting the bundle.
   - The password reaches openssl on stdin, never on a command line.
 author: mtls.rollout maintainers (!UNKNOWN)
+requirements:
+  - the C(openssl) command (OpenSSL 1.1.1 or later) on the managed host; Python standard library only
+extends_documentation_fragment:
+  - mtls.rollout.attributes
 attributes:
   check_mode:
     support: full
@@ -24,6 +28,9 @@ attributes:
   diff_mode:
     support: none
     description: Key material is never shown; the result says what was made.
+  idempotent:
+    support: full
+    description: An unchanged bundle is not rebuilt.
 options:
   path:
     description: The bundle to write.

@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DOC = str(Path(sys.executable).parent / "ansible-doc")
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
-CONTROL_NODE = set(MODULES) - {"install_files", "probe"}  # install_files: stdlib only; probe: any host
+HOST_SIDE = {"install_files", "host_key", "host_pkcs12"}  # stdlib only on managed hosts
+CONTROL_NODE = set(MODULES) - HOST_SIDE - {"probe"}  # probe: any host
 
 
 def _docs(kind, names):
@@ -38,6 +39,9 @@ def test_modules_name_what_they_need(module_docs):
         assert any(r.startswith("cryptography >= ") for r in module_docs[name].get("requirements", [])), name
     assert any("cryptography" in r for r in module_docs["probe"]["requirements"])
     assert "requirements" not in module_docs["install_files"]  # runs on managed hosts with the stdlib only
+    for name in ("host_key", "host_pkcs12"):  # the stdlib and the host's openssl command, no Python library
+        assert [r for r in module_docs[name]["requirements"] if "cryptography" in r] == [], name
+        assert any("openssl" in r for r in module_docs[name]["requirements"]), name
 
 
 @pytest.mark.parametrize("kind, names", [

@@ -95,6 +95,10 @@ class OpenBaoCA:
             fix.append("leaf_not_after_behavior")
         if mounted is not None and not reasons and _max_ttl(mounted) < 876000 * 3600:
             fix.append("max_lease_ttl")
+        if existing_root and fix:
+            warnings.append(f"existing root {spec.name!r}: not changing its {' and '.join(fix)} (mtls.rollout "
+                            f"sets leaf_not_after_behavior=truncate and max_lease_ttl={MAX_LEASE} on CAs it manages)")
+            fix = []
         if check or not (reasons or fix):
             action = _action(cert, reasons, bool(reasons or fix))
             return self._result(spec, mount, action, reasons or fix, None if reasons else current, cert, warnings)
@@ -121,6 +125,7 @@ class OpenBaoCA:
         params = {**_ca_params(spec), "ttl": _hours(spec.valid_days)}
         kind = "existing" if keep_key else "internal"
         if keep_key:
+            params = {k: v for k, v in params.items() if k not in ("key_type", "key_bits")}
             params["key_ref"] = current["key_id"]
         data = self.client.write(f"{mount}/root/generate/{kind}", params, idempotent=False)["data"]
         return data["issuer_id"], None
@@ -129,6 +134,7 @@ class OpenBaoCA:
         params = _ca_params(spec)
         kind = "existing" if keep_key else "internal"
         if keep_key:
+            params = {k: v for k, v in params.items() if k not in ("key_type", "key_bits")}
             params["key_ref"] = current["key_id"]
         csr = self.client.write(f"{mount}/intermediate/generate/{kind}", params, idempotent=False)["data"]["csr"]
         left_days = (parent["cert"].not_valid_after_utc - now).total_seconds() / 86400
@@ -137,8 +143,9 @@ class OpenBaoCA:
             days = left_days
             warning = (f"CA {spec.name!r}: valid_days {spec.valid_days:g} clipped to {left_days:.0f} days, the "
                        f"remaining lifetime of its issuer {spec.issuer or parent_mount!r}")
+        signing = {k: v for k, v in params.items() if k not in ("key_type", "key_bits", "key_ref")}
         signed = self.client.write(f"{parent_mount}/root/sign-intermediate", {
-            **params, "csr": csr, "ttl": f"{max(1, int(days * 24))}h", "use_csr_values": False, "format": "pem"},
+            **signing, "csr": csr, "ttl": f"{max(1, int(days * 24))}h", "use_csr_values": False, "format": "pem"},
             idempotent=False)["data"]
         bundle = "".join(_pems([signed["certificate"]] + [c for c in signed.get("ca_chain") or []
                                                           if c.strip() != signed["certificate"].strip()]))

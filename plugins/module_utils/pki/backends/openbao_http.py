@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import select
+import socket
 import ssl
 import threading
 import time
@@ -252,6 +253,10 @@ class Client:
             headers["Content-Type"] = "application/merge-patch+json" if method == "PATCH" else "application/json"
         sent = False
         try:
+            if c.conn.sock is None:
+                c.conn.connect()
+                # http.client sends headers and body in two writes: without NODELAY, Nagle holds the body
+                c.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c.conn.request(method, f"/v1/{path}", body=body, headers=headers)
             sent = True
             resp = c.conn.getresponse()

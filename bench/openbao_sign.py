@@ -108,7 +108,7 @@ def main():
             for label, run in (("floor_1", lambda: floor(active, s.token, s.ca_cert, reqs, 1)),
                                (f"floor_{args.threads}", lambda: floor(active, s.token, s.ca_cert, reqs, args.threads)),
                                ("sign_many", lambda: backend_run(client, reqs))):
-                best = min(run() for _ in range(args.reps))
+                best = min(run() for _rep in range(args.reps))
                 row[label] = {"seconds": round(best, 3), "per_second": round(n / best, 1)}
             row["sign_many_vs_floor"] = round(row["sign_many"]["per_second"]
                                               / row[f"floor_{args.threads}"]["per_second"], 2)

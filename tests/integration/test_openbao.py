@@ -25,6 +25,7 @@ ROOT = specs.ca_spec("root", {"common_name": "Test Root", "organization": "mtls"
                      name_constraints_data={"permitted_dns": ["example.com"]})
 INT = specs.ca_spec("int", {"common_name": "Test Int"}, issuer="root", path_length=1)
 INT2 = specs.ca_spec("int2", {"common_name": "Test Int2"}, issuer="int", path_length=0, valid_days=400)
+DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "openbao")
 KEY = ec.generate_private_key(ec.SECP256R1())  # one leaf key for most CSRs: OpenBao signs them all anyway
 
 
@@ -220,6 +221,19 @@ def test_wrong_token(bao):
     assert secret not in str(e.value) and secret not in repr(client) and secret not in repr(e.value)
 
 
+def test_token_from_the_environment(bao, monkeypatch):
+    monkeypatch.delenv("VAULT_TOKEN", raising=False)
+    monkeypatch.delenv("BAO_TOKEN", raising=False)
+    with pytest.raises(OpenBaoError, match="BAO_TOKEN") as e:
+        Client(bao.addr)
+    assert e.value.code == "config"
+    monkeypatch.setenv("VAULT_TOKEN", bao.token)
+    assert Client(bao.addr).read("sys/mounts/secret")["type"] == "kv"
+    monkeypatch.setenv("BAO_TOKEN", "wrong")  # BAO_TOKEN first
+    with pytest.raises(OpenBaoError, match="403"):
+        Client(bao.addr).read("sys/mounts/secret")
+
+
 def test_sealed():
     with DevServer() as server:
         server.seal()
@@ -263,26 +277,59 @@ def test_5xx_mid_batch_says_maybe_issued(bao, ca):
         assert Client(proxy.addr, token=bao.token).read("sys/mounts/mtls-int2")["type"] == "pki"
 
 
-def test_approle_login_and_relogin_after_token_loss(bao, ca):
+def approle(bao, name, policies):
+    """(role_id, secret_id) of a new AppRole with these policies ({name: HCL text})."""
     def root(method, path, body=None):
         status, data = call(bao.addr, method, path, body, token=bao.token)
         assert status in (200, 204), (path, status, data)
         return data
-    root("POST", "sys/auth/approle", {"type": "approle"})
-    root("PUT", "sys/policies/acl/mtls", {"policy": 'path "mtls-int2/sign/*" { capabilities = ["update"] }'})
-    root("POST", "auth/approle/role/mtls", {"token_policies": ["mtls"], "token_ttl": "1h"})
-    role_id = root("GET", "auth/approle/role/mtls/role-id")["data"]["role_id"]
-    secret_id = root("POST", "auth/approle/role/mtls/secret-id")["data"]["secret_id"]
+    if "approle/" not in root("GET", "sys/auth")["data"]:
+        root("POST", "sys/auth/approle", {"type": "approle"})
+    for policy, text in policies.items():
+        root("PUT", f"sys/policies/acl/{policy}", {"policy": text})
+    root("POST", f"auth/approle/role/{name}", {"token_policies": list(policies), "token_ttl": "1h"})
+    return (root("GET", f"auth/approle/role/{name}/role-id")["data"]["role_id"],
+            root("POST", f"auth/approle/role/{name}/secret-id")["data"]["secret_id"])
+
+
+def test_approle_login_and_relogin_after_token_loss(bao, ca):
+    role_id, secret_id = approle(bao, "mtls", {"mtls": 'path "mtls-int2/sign/*" { capabilities = ["update"] }'})
     client = Client(bao.addr, role_id=role_id, secret_id=secret_id)
     backend = OpenBaoCA(client)
     assert backend.sign_many("mtls-int2", [server_req(1)])[0]["ok"]
-    root("POST", "auth/token/revoke", {"token": client._token})  # the token is gone: 403, login again, once
+    status, _ = call(bao.addr, "POST", "auth/token/revoke", {"token": client._token}, token=bao.token)
+    assert status == 204  # the token is gone: 403, login again, once
     assert backend.sign_many("mtls-int2", [server_req(2)])[0]["ok"]
     assert secret_id not in repr(client)
     bad = Client(bao.addr, role_id=role_id, secret_id="wrong-secret-id")
     with pytest.raises(OpenBaoError) as e:
         bad.read("sys/mounts")
     assert e.value.code == "permission_denied" and "secret_id" in str(e.value) and "wrong-secret-id" not in str(e.value)
+
+
+def test_the_documented_policies_are_enough_and_no_more(bao, tmp_path):
+    policies = {name: open(os.path.join(DOCS, f"{name}.hcl")).read() for name in ("mtls-ca", "mtls-issue")}
+    role_id, secret_id = approle(bao, "ca", policies)
+    admin = OpenBaoCA(Client(bao.addr, role_id=role_id, secret_id=secret_id, mount_prefix="mtls/"))
+    hierarchy = [specs.ca_spec("root", path_length=1), specs.ca_spec("int", issuer="root", path_length=0)]
+    assert [admin.ensure_ca(s)["action"] for s in hierarchy] == ["issued", "issued"]
+    assert admin.ensure_roles("mtls/int")["changed"]
+    assert [admin.ensure_ca(s)["action"] for s in hierarchy] == ["unchanged", "unchanged"]
+    assert not admin.ensure_roles("mtls/int")["changed"]
+    role_id, secret_id = approle(bao, "issue", {"mtls-issue": policies["mtls-issue"]})
+    issuer = OpenBaoCA(Client(bao.addr, role_id=role_id, secret_id=secret_id, mount_prefix="mtls/"))
+    leaf = issuer.sign_many("mtls/int", [server_req(3)])[0]
+    assert leaf["ok"], leaf
+    assert issuer.revoke("mtls/int", [leaf["serial"]])[leaf["serial"]]["changed"]
+    assert x509.load_pem_x509_crl(issuer.crl("mtls/int")).get_revoked_certificate_by_serial_number(
+        int(leaf["serial"], 16))
+    assert [c["revoked"] for c in issuer.list_certificates("mtls/int")] == [True]
+    assert issuer.ensure_ca(hierarchy[1])["action"] == "unchanged"  # it may read the CAs
+    with pytest.raises(OpenBaoError) as e:  # but not make one
+        issuer.ensure_ca(specs.ca_spec("int2", issuer="int"))
+    assert e.value.code == "permission_denied"
+    outside = issuer.sign_many("mtls-int2", [server_req(4)])[0]  # nor sign outside the prefix
+    assert outside["code"] == "permission_denied" and "policy" in outside["error"]
 
 
 # ---- the TLS raft cluster --------------------------------------------------------------------------------

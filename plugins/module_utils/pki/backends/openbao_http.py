@@ -292,16 +292,16 @@ class Client:
             return OpenBaoError(f"OpenBao at {url} is sealed: unseal it (bao operator unseal) or configure "
                                 f"auto-unseal", "sealed", url, status, errors=errors)
         if status == 403:
-            how = ("AppRole login (role_id/secret_id) or its policies" if self._approle else
+            how = ("the AppRole's policy: it does not grant this path (a fresh AppRole login was denied too)"
+                   if self._approle else
                    "the token (BAO_TOKEN/VAULT_TOKEN or the token option): it is wrong, expired or revoked, or "
                    "its policy lacks this capability")
             return OpenBaoError(f"OpenBao at {url} denied {method} {path} (403 permission denied): check {how}",
                                 "permission_denied", url, status, errors=errors)
         if status in (400, 404) and _no_route(body):
-            mount = path.split("/")[0]
-            return OpenBaoError(f"OpenBao at {url} has no secrets engine mounted at {mount!r} ({text}): create the "
-                                f"CA first (mtls.rollout.ca) or fix the mount prefix", "missing_mount", url, status,
-                                errors=errors)
+            return OpenBaoError(f"OpenBao at {url} has no secrets engine mounted for {path!r} ({text}): create the "
+                                f"CA first (mtls.rollout.ca), or fix the mount prefix or namespace", "missing_mount",
+                                url, status, errors=errors)
         if status in STANDBY or status in REDIRECT:
             return OpenBaoError(f"OpenBao at {url} is a standby and did not handle {method} {path} ({status}): "
                                 f"list the active node's address too, or check the cluster's leader election",

@@ -11,6 +11,7 @@ pre-generates N EC P-256 CSRs, then times for each N (best of --reps):
 * sign_many: OpenBaoCA.sign_many over a pool of T connections (parses and checks every certificate).
 
 Prints a table and writes bench/results/openbao_sign-<server>.json. Only the signing loop is timed.
+The server and this client share the machine's CPUs: on a busy machine the figures move together.
 """
 
 import argparse
@@ -122,7 +123,7 @@ def main():
               f" {r['sign_many']['per_second']:>10.0f} c/s {r['sign_many_vs_floor']:>6.2f}")
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
     with open(os.path.join(BENCH, "results", f"openbao_sign-{args.server}.json"), "w") as f:
-        json.dump({"cpus": os.cpu_count(), "rows": rows}, f, indent=1)
+        json.dump({"cpus": os.cpu_count(), "loadavg_1min_after": os.getloadavg()[0], "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

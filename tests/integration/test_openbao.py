@@ -272,6 +272,13 @@ def test_5xx_mid_batch_says_maybe_issued(bao, ca):
     assert len(failed) == proxy.failed == 5
     assert all(r["code"] == "server_error" and r["maybe_issued"] and "may have been issued" in r["error"]
                and proxy.addr in r["error"] for r in failed)
+    # asked to, sign_many sends an uncertain request once more and records why (a duplicate may exist)
+    with Proxy(bao.addr, fail_every=10) as proxy:
+        res = OpenBaoCA(Client(proxy.addr, token=bao.token, pool_size=4)).sign_many(
+            "mtls-int2", [server_req(i) for i in range(45)], retry_uncertain=True)
+    assert all(r["ok"] for r in res) and proxy.requests == 45 + proxy.failed
+    retried = [r for r in res if r["warnings"]]
+    assert len(retried) == proxy.failed and all("may also have issued" in r["warnings"][0] for r in retried)
     # idempotent reads are retried through the same kind of failure
     with Proxy(bao.addr, fail_every=2) as proxy:
         assert Client(proxy.addr, token=bao.token).read("sys/mounts/mtls-int2")["type"] == "pki"

@@ -292,7 +292,11 @@ class OpenBaoCA:
         return self.client.raw(f"{mount}/crl/pem")
 
     def list_certificates(self, mount):
-        """Everything the mount has stored: [{serial, not_after, subject, revoked}], fetched over the pool."""
+        """Everything the mount has stored: [{serial, not_after, subject, revoked, is_ca}], fetched over the pool.
+
+        Right after a raft failover OpenBao's LIST was seen to lag a few seconds behind what it issued
+        (each certificate could be read already): a report made then may miss the newest ones.
+        """
         serials = self.client.list(f"{mount}/certs")
 
         def one(serial):

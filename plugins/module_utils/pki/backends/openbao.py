@@ -104,8 +104,15 @@ class OpenBaoCA:
             return self._result(spec, mount, action, reasons or fix, None if reasons else current, cert, warnings)
 
         if mounted is None:
-            self.client.write(f"sys/mounts/{mount}", {"type": "pki", "description": f"mtls.rollout CA {spec.name}",
-                                                      "config": {"max_lease_ttl": MAX_LEASE}})
+            try:
+                self.client.write(f"sys/mounts/{mount}", {"type": "pki", "config": {"max_lease_ttl": MAX_LEASE},
+                                                          "description": f"mtls.rollout CA {spec.name}"})
+            except OpenBaoError as e:
+                if "already in use" not in str(e):
+                    raise
+                # another run enabled it a moment ago: look again (CA creation itself is not serialised:
+                # create a new hierarchy from one controller; later concurrent runs only read it)
+                return self.ensure_ca(spec, parent_mount, check, existing_root, force, now)
         elif "max_lease_ttl" in fix or reasons:
             self.client.write(f"sys/mounts/{mount}/tune", {"max_lease_ttl": MAX_LEASE})
         if reasons:

@@ -7,7 +7,6 @@ cluster with TLS for failover. Issued certificates are checked with ``openssl ve
 import os
 import subprocess
 import threading
-import time
 
 import pytest
 from cryptography import x509
@@ -362,11 +361,20 @@ def test_failover_to_the_new_active_node_during_a_batch(cluster, tmp_path):
     backend.ensure_ca(specs.ca_spec("root"))
     backend.ensure_roles("root")
     active = cluster.active()
-    results = []
+    results, answered, started = [], [], threading.Event()
+    request = client.request
+
+    def watched(*args, **kwargs):  # observes progress only: kill the active node ~100 certificates in
+        answer = request(*args, **kwargs)
+        answered.append(1)
+        if len(answered) >= 100:
+            started.set()
+        return answer
+    client.request = watched
     requests = [server_req(i) for i in range(600)]
     batch = threading.Thread(target=lambda: results.extend(backend.sign_many("root", requests)))
     batch.start()
-    time.sleep(0.5)
+    assert started.wait(60)
     assert batch.is_alive(), "the batch finished before the kill: make it larger"
     cluster.kill(active)
     batch.join(120)

@@ -21,7 +21,7 @@ def signature_hash(issuer_key):
     return hashes.SHA256()
 
 
-def _key_usage(digital_signature=False, key_encipherment=False, cert_sign=False):
+def key_usage(digital_signature=False, key_encipherment=False, cert_sign=False):
     return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False,
                          key_encipherment=key_encipherment, data_encipherment=False, key_agreement=False,
                          key_cert_sign=cert_sign, crl_sign=cert_sign, encipher_only=False, decipher_only=False)
@@ -44,7 +44,7 @@ def ca_certificate(spec, public_key, issuer_cert, issuer_key, serial, not_before
     """A root (issuer_cert None, issuer_key = own key) or an intermediate CA certificate."""
     builder = (_base(spec.subject.to_x509(), public_key, issuer_cert, serial, not_before, not_after)
                .add_extension(x509.BasicConstraints(ca=True, path_length=spec.path_length), critical=True)
-               .add_extension(_key_usage(cert_sign=True), critical=True))
+               .add_extension(key_usage(cert_sign=True), critical=True))
     if spec.name_constraints:
         builder = builder.add_extension(spec.name_constraints.to_x509(), critical=spec.name_constraints.critical)
     return builder.sign(issuer_key, signature_hash(issuer_key))
@@ -56,7 +56,7 @@ def leaf_certificate(spec, public_key, issuer_cert, issuer_key, serial, not_befo
     rsa_kex = isinstance(public_key, rsa.RSAPublicKey) and spec.profile in ("server", "both")
     builder = (_base(subject, public_key, issuer_cert, serial, not_before, not_after)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(_key_usage(digital_signature=True, key_encipherment=rsa_kex), critical=True)
+               .add_extension(key_usage(digital_signature=True, key_encipherment=rsa_kex), critical=True)
                .add_extension(x509.ExtendedKeyUsage(EKUS[spec.profile]), critical=False))
     san = ([x509.DNSName(d) for d in spec.dns] + [x509.IPAddress(i) for i in spec.ip]
            + [x509.RFC822Name(e) for e in spec.email])

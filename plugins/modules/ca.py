@@ -101,6 +101,20 @@ options:
     description: Re-issue now, whatever the state.
     type: bool
     default: false
+  cross_signed_by:
+    description:
+      - Other CAs of the store that certify this CA's name and key too, each in C(ca/<name>/cross-<signer>.pem) - for
+        a root rotation, the new root cross-signed by the old one, so that a server serving
+        C(leaf, intermediate, cross) still verifies for clients that trust only the old root (and the old root by
+        the new one, for the reverse). Issued again only for a reason (V(missing), V(subject_changed),
+        V(issuer_changed), V(due)); never beyond this CA's or the signer's expiry.
+    type: list
+    elements: str
+    default: []
+  cross_passphrases:
+    description: Passphrases of the signers' keys, by CA name (never logged).
+    type: dict
+    default: {}
 seealso:
   - module: mtls.rollout.certificates
   - module: mtls.rollout.verify
@@ -133,6 +147,12 @@ name:
   description: The CA's name.
   returned: always
   type: str
+cross:
+  description: One entry per O(cross_signed_by) signer - V(signer), V(path), V(changed), V(reasons), and the facts
+    (V(serial), V(not_after)) of the cross-certificate.
+  returned: always
+  type: list
+  elements: dict
 action:
   description: V(issued), V(renewed), V(updated) (only derived files or key encryption changed) or V(unchanged).
   returned: always
@@ -197,7 +217,7 @@ from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import Pki
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
 
 try:  # the PKI engine needs the cryptography library on the control node
-    from ansible_collections.mtls.rollout.plugins.module_utils.pki import specs
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki import cross, names, specs
     from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
@@ -228,6 +248,8 @@ def main():
             "renew_before_days": {"type": "float"},
             "rotate_key": {"type": "bool", "default": False},
             "force": {"type": "bool", "default": False},
+            "cross_signed_by": {"type": "list", "elements": "str", "default": []},
+            "cross_passphrases": {"type": "dict", "default": {}, "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -238,8 +260,14 @@ def main():
         spec = specs.ca_spec(p["name"], p["subject"], p["issuer"], p["key_type"], p["key_size"], p["curve"],
                              p["valid_days"], p["path_length"], p["name_constraints"], p["renew_before_days"],
                              p["rotate_key"])
-        result = ensure_ca(Store(p["pki_dir"]), spec, p["passphrase"], p["issuer_passphrase"], p["force"],
-                           module.check_mode)
+        store = Store(p["pki_dir"])
+        result = ensure_ca(store, spec, p["passphrase"], p["issuer_passphrase"], p["force"], module.check_mode)
+        pending = module.check_mode and result["action"] == "issued"  # nothing to cross-sign yet
+        result["cross"] = [] if pending else [
+            cross.ensure_cross(store, spec.name, names.store_name(signer, "cross_signed_by"),
+                               (p["cross_passphrases"] or {}).get(signer), check=module.check_mode)
+            for signer in p["cross_signed_by"]]
+        result["changed"] = result["changed"] or any(c["changed"] for c in result["cross"])
     except PkiError as e:
         module.fail_json(**module_args.fail_json_kwargs(e))
     for warning in result.pop("warnings", []):

@@ -2,6 +2,7 @@
 withdrawing one is a normal idempotent run. Fleet: one nginx server, one client host."""
 
 import re
+import subprocess
 
 import pytest
 
@@ -81,3 +82,21 @@ def test_withdrawing_a_root_removes_it_everywhere_and_settles(both, fleet, site_
     assert trusted(fleet, site_vars) == {"root": (True,) * 4, "root2": (False,) * 4}
     _, out = run_playbook(SITE, fleet.inventory, withdrawn)
     assert recap(out)[name]["changed"] == 0, changed_tasks(out, name)
+
+
+def test_a_server_under_the_new_root_serves_the_cross_and_verifies_for_old_only_clients(both, fleet, site_vars):
+    pki = site_vars["mtls_pki_dir"]
+    cas = CAS + [{"name": "server-ca-2", "issuer": "root2", "path_length": 0}]
+    cas[1] = dict(cas[1], cross_signed_by=["root"])  # root2's key certified by root too
+    rotated = {**site_vars, "mtls_cas": cas, "mtls_server_issuer": "server-ca-2",
+               "mtls_nginx_chain_extra": [f"{pki}/ca/root2/cross-root.pem"]}
+    run_playbook(SITE, fleet.inventory, rotated)
+    ip = fleet.host(SERVER).ip
+    for anchor in ("root", "root2"):  # a client that trusts only the old root, and one that trusts only the new
+        proc = subprocess.run(["openssl", "s_client", "-connect", f"{ip}:443", "-CAfile", f"{pki}/ca/{anchor}/cert.pem",
+                               "-verify_ip", ip, "-verify_return_error", "-showcerts"],
+                              input="", capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0 and "Verify return code: 0 (ok)" in proc.stdout, (anchor, proc.stdout[-1500:])
+        assert proc.stdout.count("BEGIN CERTIFICATE") == 3  # leaf, server-ca-2, cross
+    _, out = run_playbook(SITE, fleet.inventory, rotated)
+    assert recap(out)["localhost"]["changed"] == 0 and recap(out)[fleet.host(SERVER).name]["changed"] == 0

@@ -53,7 +53,10 @@ options:
     type: str
     default: ''
   encryption:
-    description: V(modern) or V(compat) (older macOS, Windows and Java keystores).
+    description:
+      - V(modern) or V(compat) (older macOS, Windows and Java keystores).
+      - V(modern) is AES-256-CBC, HMAC-SHA256 and 20000 key derivation rounds; OpenSSL 1.1.1 (Debian 11)
+        cannot set the rounds and uses 2048, with a warning.
     type: str
     choices: [modern, compat]
     default: modern

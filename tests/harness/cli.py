@@ -79,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "create":
             release = args.release.split(",") if "," in args.release else args.release
             fleet = create(
-                args.name, args.hosts, args.state_dir, subnet_index=args.subnet_index, groups=args.groups, release=release
+                args.name,
+                args.hosts,
+                args.state_dir,
+                subnet_index=args.subnet_index,
+                groups=args.groups,
+                release=release,
             )
             print(json.dumps(_summary(fleet), indent=2))
         elif args.command == "destroy":

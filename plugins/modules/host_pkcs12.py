@@ -60,7 +60,10 @@ options:
     type: str
     default: ''
   encryption:
-    description: V(modern) or V(compat) (older macOS, Windows and Java keystores).
+    description:
+      - V(modern) or V(compat) (older macOS, Windows and Java keystores).
+      - V(modern) is AES-256-CBC, HMAC-SHA256 and 20000 key derivation rounds; OpenSSL 1.1.1 (Debian 11)
+        cannot set the rounds and uses 2048, with a warning.
     type: str
     choices: [modern, compat]
     default: modern
@@ -130,6 +133,9 @@ def main():
                                       module.check_mode)
     except (openssl.OpenSSLError, file_set.FileSetError, OSError) as e:
         module.fail_json(msg=str(e), changed=False)
+    if result["changed"] and p["password"] and p["encryption"] == "modern" and openssl.pkcs12_iterations_fixed():
+        module.warn(f"{p['path']}: this host's OpenSSL 1.1.1 cannot set PKCS#12 iterations: the bundle is "
+                    "AES-256/SHA-256 with 2048 key derivation rounds, not the modern profile's 20000")
     module.exit_json(**result)
 
 

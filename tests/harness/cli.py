@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="inventory groups, e.g. 'mtls_servers=1-3,mtls_clients=3' (default: only 'all')",
     )
+    p.add_argument(
+        "--release",
+        default="",
+        metavar="NAME[,NAME...]",
+        help="run the hosts on a cached Debian root (bullseye, bookworm, trixie; built once with debootstrap): "
+        "one name for all hosts or one per host, '' for the machine's own root (default)",
+    )
 
     p = sub.add_parser("destroy", help="destroy the fleet recorded in the state dir (idempotent)")
     p.add_argument("--state-dir", required=True)
@@ -59,7 +66,7 @@ def _summary(fleet: Fleet) -> dict:
         "subnet_index": fleet.subnet_index,
         "bridge": fleet.bridge,
         "control_ip": fleet.control_ip,
-        "hosts": [{"name": h.name, "ip": h.ip} for h in fleet.hosts],
+        "hosts": [{"name": h.name, "ip": h.ip, "release": h.release} for h in fleet.hosts],
         "groups": fleet.groups,
         "instances": fleet.molecule_instances(),
         "seconds": fleet.timings.get("create"),
@@ -70,7 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "create":
-            fleet = create(args.name, args.hosts, args.state_dir, subnet_index=args.subnet_index, groups=args.groups)
+            release = args.release.split(",") if "," in args.release else args.release
+            fleet = create(
+                args.name,
+                args.hosts,
+                args.state_dir,
+                subnet_index=args.subnet_index,
+                groups=args.groups,
+                release=release,
+            )
             print(json.dumps(_summary(fleet), indent=2))
         elif args.command == "destroy":
             done = destroy(args.state_dir)

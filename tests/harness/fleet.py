@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import host as hostlib
-from . import layers, network
+from . import layers, network, rootfs
 from .host import Host
 from .inventory import GroupSpec, render_inventory, render_known_hosts, render_ssh_config, resolve_groups
 from .system import CLEAN_ENV, HarnessError, ensure_sshd, global_lock, missing_tools, require_root, ssh_keygen
@@ -30,7 +30,9 @@ class Fleet:
     ``Fleet(name, hosts, state_dir, subnet_index=0, groups=None).create()`` brings it up;
     ``destroy()`` (or ``Fleet.load(state_dir).destroy()`` from another process) removes it.
     Used as a context manager it is created on enter and destroyed on exit.
-    ``subnet_index="auto"`` picks a free subnet (from 100 upwards).
+    ``subnet_index="auto"`` picks a free subnet (from 100 upwards). ``release`` (a Debian release
+    name for every host, or a list with one per host, None/"" for the machine's own root) runs hosts
+    on a cached root of that release (see rootfs.py).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class Fleet:
         *,
         subnet_index: int | str = 0,
         groups: GroupSpec = None,
+        release: str | Sequence[str] | None = None,
     ) -> None:
         if not NAME_PATTERN.match(name):
             raise HarnessError(f"fleet name {name!r}: use 1-40 of a-z, 0-9, '-', starting with a letter")
@@ -54,6 +57,7 @@ class Fleet:
         if len(self.state_dir.parts) < 3:
             raise HarnessError(f"state dir {self.state_dir} is too close to /: use a dedicated directory")
         self.subnet_index: int | str = subnet_index if subnet_index == "auto" else int(subnet_index)
+        self.releases = _releases(release, self.count)
         self.groups: dict[str, list[str]] = {}
         self.hosts: list[Host] = []
         self.layers_root = layers.layers_root(name, self.state_dir)
@@ -148,6 +152,7 @@ class Fleet:
         fleet = cls(data["name"], len(data["hosts"]) or 1, data["state_dir"], subnet_index=data["subnet_index"])
         fleet.count = len(data["hosts"])
         fleet.hosts = [Host.from_dict(h) for h in data["hosts"]]
+        fleet.releases = [h.release for h in fleet.hosts]
         fleet.groups = data.get("groups", {})
         fleet.layers_root = Path(data["layers_root"])
         fleet.status = data.get("status", "unknown")
@@ -166,7 +171,8 @@ class Fleet:
         missing = [tool for tool in missing_tools() if tool != hostlib.SSHD]
         if missing:
             raise HarnessError(f"missing programs: {', '.join(missing)} (Debian: iproute2, util-linux, openssh-client)")
-        ensure_sshd()
+        if any(not r for r in self.releases):
+            ensure_sshd()
         if self.fleet_file.exists():
             raise HarnessError(
                 f"{self.fleet_file} already describes a fleet; destroy it first "
@@ -175,6 +181,8 @@ class Fleet:
         if re.search(r"[,:\\\s]", str(self.layers_root)):
             raise HarnessError(f"state dir path {self.layers_root} must not contain ',', ':', '\\' or spaces")
         started = time.monotonic()
+        rootfs.ensure_all(r for r in self.releases if r)  # outside the global lock: a cold build takes minutes
+        self.timings["rootfs"] = round(time.monotonic() - started, 3)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with global_lock():
             try:
@@ -210,8 +218,9 @@ class Fleet:
                 netns=network.netns_name(k, name),
                 veth=network.veth_name(k, i),
                 layers=str(self.layers_root / name),
+                release=release,
             )
-            for i, name in enumerate(self.host_names, start=1)
+            for i, (name, release) in enumerate(zip(self.host_names, self.releases), start=1)
         ]
 
     def _build(self, started: float) -> None:
@@ -297,11 +306,31 @@ class Fleet:
         return f"Fleet({self.name!r}, hosts={self.count}, subnet={self.subnet_index}, status={self.status})"
 
 
+def _releases(release: str | Sequence[str] | None, count: int) -> list[str]:
+    """One release per host ("" = the machine's own root): None, one name for all, or one per host."""
+    if release is None or isinstance(release, str):
+        names = [release or ""] * count
+    else:
+        names = [r or "" for r in release]
+        if len(names) != count:
+            raise HarnessError(f"release: {len(names)} names for {count} hosts (give one, or one per host)")
+    for name in names:
+        if name:
+            rootfs.check_release(name)
+    return names
+
+
 def create(
-    name: str, hosts: int, state_dir: str | os.PathLike, *, subnet_index: int | str = 0, groups: GroupSpec = None
+    name: str,
+    hosts: int,
+    state_dir: str | os.PathLike,
+    *,
+    subnet_index: int | str = 0,
+    groups: GroupSpec = None,
+    release: str | Sequence[str] | None = None,
 ) -> Fleet:
     """Create a fleet and return it (see Fleet)."""
-    return Fleet(name, hosts, state_dir, subnet_index=subnet_index, groups=groups).create()
+    return Fleet(name, hosts, state_dir, subnet_index=subnet_index, groups=groups, release=release).create()
 
 
 def destroy(state_dir: str | os.PathLike) -> bool:

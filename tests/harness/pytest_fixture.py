@@ -1,6 +1,6 @@
 """pytest fixtures for test fleets: ``make_fleet`` (per test) and ``make_module_fleet`` (per module).
 
-Each is a factory ``make_fleet(name="t", hosts=3, groups=None, subnet_index="auto") -> Fleet``;
+Each is a factory ``make_fleet(name="t", hosts=3, groups=None, subnet_index="auto", release=None) -> Fleet``;
 every fleet it made is destroyed when the test (or module) ends, whether it passed or failed.
 Enable with ``pytest_plugins = ["tests.harness.pytest_fixture"]`` in the root conftest.py, or import
 the fixtures into a test module. Tests fail (with the reason) when the harness cannot run here, or skip
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,15 @@ class FleetFactory:
         self._serial = itertools.count(1)
 
     def __call__(
-        self, name: str = "t", hosts: int = 3, groups: GroupSpec = None, subnet_index: int | str = "auto"
+        self,
+        name: str = "t",
+        hosts: int = 3,
+        groups: GroupSpec = None,
+        subnet_index: int | str = "auto",
+        release: str | Sequence[str] | None = None,
     ) -> Fleet:
         state_dir = self.base_dir / f"{name}-{next(self._serial)}"
-        fleet = Fleet(name, hosts, state_dir, subnet_index=subnet_index, groups=groups)
+        fleet = Fleet(name, hosts, state_dir, subnet_index=subnet_index, groups=groups, release=release)
         self.fleets.append(fleet)  # before create(): a failed create still gets a destroy
         return fleet.create()
 

@@ -85,10 +85,24 @@ def csr(key_path, spec, common_name):
                what=f"making a CSR with {key_path}")
 
 
+def pkcs12_iterations_fixed():
+    """True when this host's openssl cannot set PKCS#12 iterations: OpenSSL 1.1.1 has no ``pkcs12 -iter``
+    and always uses 2048 (its bundles are still AES-256/SHA-256 for ``modern``)."""
+    return run(["version"], what="openssl version").startswith(b"OpenSSL 1.")
+
+
+def pkcs12_options(encryption):
+    """The ``openssl pkcs12 -export`` options of a profile, as this host's openssl takes them."""
+    options = list(PKCS12_PROFILES[encryption])
+    if pkcs12_iterations_fixed():
+        del options[options.index("-iter"):options.index("-iter") + 2]
+    return options
+
+
 def pkcs12(key_path, cert_path, chain_path, friendly_name, password, encryption):
     """A PKCS#12 bundle (bytes) of the key, the certificate and (if ``chain_path``) the CA chain."""
     if password:
-        enc, passout, stdin = PKCS12_PROFILES[encryption], ["-passout", "stdin"], password.encode() + b"\n"
+        enc, passout, stdin = pkcs12_options(encryption), ["-passout", "stdin"], password.encode() + b"\n"
     else:
         enc, passout, stdin = ["-keypbe", "NONE", "-certpbe", "NONE", "-nomac"], ["-passout", "pass:"], None
     args = ["pkcs12", "-export", "-inkey", key_path, "-passin", "pass:", "-in", cert_path, "-name", friendly_name]

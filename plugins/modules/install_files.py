@@ -102,6 +102,12 @@ options:
         and O(action=confirm) drops it once they passed (an old key kept there is removed then). A change made
         while a generation is still pending keeps the older state of each file, the last one proven good.
     type: path
+  confirm:
+    description:
+      - With O(generation_dir) and O(action=install), accept the result at once (a run without a canary gate) - any
+        pending generation is dropped, so a later rollback never goes back past files installed since.
+    type: bool
+    default: false
   action:
     description:
       - V(install) - install O(files). V(rollback) - put back the pending generation in O(generation_dir), then run
@@ -172,11 +178,10 @@ def _generation(module):
         if module.params["action"] == "confirm":
             generation.clear(gen_dir)
             module.exit_json(changed=True, changed_files=[])
-        restored = generation.rollback(gen_dir, file_set.write_file)
-        if module.params["validate"]:
-            file_set.run_validate(module.params["validate"])
+        restored = file_set.rollback(gen_dir, module.params["validate"])
     except (file_set.FileSetError, OSError) as e:
-        module.fail_json(msg=f"rolling back to the generation in {gen_dir} failed: {e}")
+        module.fail_json(msg=f"rolling back to the generation in {gen_dir} failed, the files are as they were before "
+                             f"the rollback and the generation is kept: {e}")
     module.exit_json(changed=True, changed_files=restored)
 
 
@@ -200,6 +205,7 @@ def main():
                 "key": {"type": "path", "required": True}}},
             "dir_mode": {"type": "str", "default": "0755"},
             "generation_dir": {"type": "path"},
+            "confirm": {"type": "bool", "default": False},
             "action": {"type": "str", "choices": ["install", "rollback", "confirm"], "default": "install"},
         },
         required_if=[("action", "install", ["files"]), ("action", "rollback", ["generation_dir"]),
@@ -211,16 +217,16 @@ def main():
     files = _normalise(module, module.params["files"])
     try:
         prune = module.params["prune"]
-        changed = sorted(file_set.plan(files) + file_set.pruned(files, prune)) if module.check_mode else \
+        changed = sorted(file_set.plan(files, check=True) + file_set.pruned(files, prune)) if module.check_mode else \
             file_set.apply(files, module.params["validate"], int(module.params["dir_mode"], 8), module.params["pairs"],
-                           prune, module.params["generation_dir"])
+                           prune, module.params["generation_dir"], module.params["confirm"])
     except (file_set.FileSetError, OSError) as e:
         module.fail_json(msg=f"{e}; every file was restored to its previous state", changed=False)
     result = {"changed": bool(changed), "changed_files": changed}
     if module._diff and changed:
         result["diff"] = [{"before_header": f["path"], "after_header": f["path"],
                            "before": "", "after": "(secret content changed)\n" if f["secret"]
-                           else f["content"].decode(errors="replace")}
+                           else (f["content"] or b"").decode(errors="replace")}
                           for f in files if f["path"] in changed]
         listed = {f["path"] for f in files}
         result["diff"] += [{"before_header": path, "after_header": path, "before": "(file)\n", "after": "(removed)\n"}

@@ -224,3 +224,10 @@ def test_a_host_key_that_is_another_leafs_key_is_refused(deployed, hosts):
     item = dict(WEB, name="web2", common_name="web2.example.com")
     assert_refused(deployed, lambda: run(deployed, [item], {"web2": clone}), "'web2'", "'web'", "cloned host",
                    code="key_reused")
+
+
+def test_two_cloned_hosts_offering_one_key_in_the_same_run_are_refused(pki):
+    first, clone = Host(), Host()
+    clone.key = first.key
+    items = [WEB, dict(WEB, name="web2", common_name="web2.example.com")]
+    assert_refused(pki, lambda: run(pki, items, {"web": first, "web2": clone}), "'web2'", "'web'", code="key_reused")

@@ -234,12 +234,69 @@ def test_generation_keeps_what_a_change_replaced_until_confirmed_or_rolled_back(
                 {"path": str(new), "content": b"new\n", "mode": 0o644}]
     file_set.apply(change(2), generation_dir=gen)
     file_set.apply(change(3), generation_dir=gen)  # interrupted before its gate: generation 1 stays the good one
-    assert generation.rollback(gen, file_set.write_file) == sorted([str(cert), str(key), str(new)])
+    assert file_set.rollback(gen) == sorted([str(cert), str(key), str(new)])
     assert (cert.read_bytes(), key.read_bytes(), mode_of(key), new.exists()) == (b"cert 1\n", b"key 1\n", 0o400, False)
     assert generation.pending(gen) is None and os.listdir(gen) == []
     file_set.apply(change(4), generation_dir=gen)
     assert generation.clear(gen)  # confirmed: the old files (the old key among them) are gone from the host
-    assert os.listdir(gen) == [] and generation.rollback(gen, file_set.write_file) == []
+    assert os.listdir(gen) == [] and file_set.rollback(gen) == []
     with pytest.raises(file_set.FileSetError):  # a change that fails leaves no generation behind
         file_set.apply(change(5), validate="false", generation_dir=gen)
     assert generation.pending(gen) is None and cert.read_bytes() == b"cert 4\n"
+
+
+def test_a_rollback_that_does_not_validate_changes_nothing_and_keeps_the_generation(tmp_path):
+    from ansible_collections.mtls.rollout.plugins.module_utils.host import generation
+    gen, conf = str(tmp_path / ".previous"), tmp_path / "site.conf"
+    conf.write_bytes(b"old\n")
+    file_set.apply([{"path": str(conf), "content": b"new\n", "mode": 0o644}], generation_dir=gen)
+    with pytest.raises(file_set.FileSetError):
+        file_set.rollback(gen, validate="false")
+    assert conf.read_bytes() == b"new\n" and generation.pending(gen) is not None
+    assert file_set.rollback(gen, validate="true") == [str(conf)] and conf.read_bytes() == b"old\n"
+
+
+def test_an_install_without_a_gate_drops_a_generation_left_pending(tmp_path):
+    """A canary run interrupted before its gate, then normal runs: a later rollback must not go back past them."""
+    from ansible_collections.mtls.rollout.plugins.module_utils.host import generation
+    gen, crl = str(tmp_path / ".previous"), tmp_path / "crl.pem"
+    crl.write_bytes(b"crl 1\n")
+    file_set.apply([{"path": str(crl), "content": b"crl 2\n", "mode": 0o644}], generation_dir=gen)  # interrupted
+    file_set.apply([{"path": str(crl), "content": b"crl 3\n", "mode": 0o644}], generation_dir=gen, confirm=True)
+    assert generation.pending(gen) is None and file_set.rollback(gen) == [] and crl.read_bytes() == b"crl 3\n"
+    file_set.apply([{"path": str(crl), "content": b"crl 3\n", "mode": 0o644}], generation_dir=gen)
+    assert generation.pending(gen) is None  # nothing changed: nothing kept
+
+
+def test_check_mode_of_an_install_whose_source_is_not_made_yet(tmp_path):
+    files = [{"path": str(tmp_path / "key.pem"), "source": str(tmp_path / "key.pem.next"), "mode": 0o600}]
+    assert file_set.plan(files, check=True) == [str(tmp_path / "key.pem")]
+    with pytest.raises(file_set.FileSetError, match="does not exist"):
+        file_set.plan([dict(files[0])])
+
+
+def test_a_pending_key_takes_the_place_of_a_lost_one(tmp_path):
+    key = tmp_path / "key.pem"
+    ensure(key)
+    rotating = ensure(key, rotate=True)
+    pending = (tmp_path / "key.pem.next").read_bytes()
+    key.unlink()
+    facts = ensure(key)
+    assert key.read_bytes() == pending and not (tmp_path / "key.pem.next").exists()
+    assert not facts["rotating"] and facts["csr"] == rotating["csr"]
+
+
+def test_check_mode_still_reports_the_csr_of_an_existing_key(tmp_path):
+    key = tmp_path / "key.pem"
+    made = ensure(key)
+    os.unlink(str(key) + ".csr")
+    facts = ensure(key, check=True)
+    assert facts["csr"] is not None and not os.path.exists(str(key) + ".csr")
+    assert der.csr_spki(der.pem_blocks(facts["csr"], "CERTIFICATE REQUEST")[0]) == \
+        der.csr_spki(der.pem_blocks(made["csr"], "CERTIFICATE REQUEST")[0])
+
+
+def test_pkcs12_check_mode_before_the_certificate_is_installed(tmp_path):
+    result = pkcs12_bundle.ensure(str(tmp_path / "c.p12"), str(tmp_path / "key.pem"), str(tmp_path / "cert.pem"),
+                                  None, "alice", "pw", check=True)
+    assert result["changed"] and "not installed yet" in result["reason"]

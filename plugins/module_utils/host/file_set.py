@@ -51,22 +51,29 @@ def _state(path):
         return None
 
 
-def load_sources(files):
-    """Read the content of every file given by ``source`` (a path on this host) into ``content``."""
+def load_sources(files, check=False):
+    """Read the content of every file given by ``source`` (a path on this host) into ``content``. In check mode
+    a source not made yet (a key check mode did not create) means the file would change."""
     for f in files:
         if f.get("source") and f.get("content") is None:
             try:
                 with open(f["source"], "rb") as fh:
                     f["content"] = fh.read()
+            except FileNotFoundError:
+                if not check:
+                    raise FileSetError(f"cannot read {f['source']} (source of {f['path']}): it does not exist") from None
             except OSError as e:
                 raise FileSetError(f"cannot read {f['source']} (source of {f['path']}): {e.strerror}") from None
     return files
 
 
-def plan(files):
+def plan(files, check=False):
     """The paths whose content, mode or ownership differ from what is wanted."""
     changed = []
-    for f in load_sources(files):
+    for f in load_sources(files, check):
+        if f.get("content") is None:  # check mode, source not there yet
+            changed.append(f["path"])
+            continue
         uid, gid = ids(f.get("owner"), f.get("group"))
         have = _state(f["path"])
         want = (f["content"], f["mode"], uid if uid != -1 else None, gid if gid != -1 else None)
@@ -118,18 +125,26 @@ def pruned(files, prune=()):
     return out
 
 
-def apply(files, validate=None, dir_mode=0o755, pairs=(), prune=(), generation_dir=None):
+def rollback(gen_dir, validate=None):
+    """Put back the pending generation in ``gen_dir`` as one validated change (see generation.rollback)."""
+    return generation.rollback(gen_dir, write_file, (lambda: run_validate(validate)) if validate else None,
+                               restore, _state)
+
+
+def apply(files, validate=None, dir_mode=0o755, pairs=(), prune=(), generation_dir=None, confirm=False):
     """Write the changed files, remove the ``pruned`` ones, run ``validate`` and check ``pairs``
     [{certificate, key}]; on any failure restore the previous state and raise. Sources of files are removed
     once everything succeeded. With ``generation_dir`` what the change replaced is kept there as a pending
-    generation (``generation.rollback`` undoes the change later, ``generation.clear`` confirms it)."""
+    generation (``rollback`` undoes the change later, ``generation.clear`` confirms it); with ``confirm`` too, the
+    result is accepted at once (no gate) and any pending generation is dropped, so a later rollback never goes
+    back past it."""
     changed = set(plan(files))
     removed = pruned(files, prune)
     previous = {f["path"]: _state(f["path"]) for f in files if f["path"] in changed}
     previous.update({path: _state(path) for path in removed})
     changed |= set(removed)
     had_generation = True
-    if generation_dir and changed:
+    if generation_dir and changed and not confirm:
         had_generation = generation.save(generation_dir, previous, write_file)
     try:
         for f in files:
@@ -148,6 +163,8 @@ def apply(files, validate=None, dir_mode=0o755, pairs=(), prune=(), generation_d
         if not had_generation:
             generation.clear(generation_dir)
         raise
+    if generation_dir and confirm:
+        generation.clear(generation_dir)
     for f in files:
         if f.get("source"):  # now installed (or already was): the pending copy goes, its CSR goes with it
             if os.path.exists(f["source"] + ".csr"):

@@ -43,22 +43,32 @@ def save(gen_dir, previous, write_file):
     return existed
 
 
-def rollback(gen_dir, write_file):
-    """Put back every file of the pending generation, then drop it; returns the paths put back."""
+def rollback(gen_dir, write_file, validate=None, restore=None, state=None):
+    """Put back every file of the pending generation, run ``validate``; the generation is dropped only once that
+    passed. If it fails, the files are put back as they were before the rollback (``state`` reads one,
+    ``restore`` writes them) and the generation is kept. Returns the paths put back."""
     manifest = pending(gen_dir)
     if manifest is None:
         return []
-    for path, entry in sorted(manifest["files"].items()):
-        if entry is None:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            continue
-        with open(os.path.join(gen_dir, entry["blob"]), "rb") as f:
-            write_file(path, f.read(), entry["mode"], entry["uid"], entry["gid"], 0o755)
+    paths = sorted(manifest["files"])
+    before = {path: state(path) for path in paths} if state else {}
+    try:
+        for path in paths:
+            entry = manifest["files"][path]
+            if entry is None:
+                if os.path.lexists(path):
+                    os.unlink(path)
+                continue
+            with open(os.path.join(gen_dir, entry["blob"]), "rb") as f:
+                write_file(path, f.read(), entry["mode"], entry["uid"], entry["gid"], 0o755)
+        if validate:
+            validate()
+    except BaseException:
+        if restore:
+            restore(before)
+        raise
     clear(gen_dir)
-    return sorted(manifest["files"])
+    return paths
 
 
 def clear(gen_dir):

@@ -1,6 +1,6 @@
 """A private key made and kept on the host that uses it; the control node gets a CSR and facts, never the key.
 
-Runs on managed hosts (stdlib only, Python 3.6+, the ``openssl`` command). The key lives at ``path``; a
+Runs on managed hosts (stdlib only, Python 3.8+, the ``openssl`` command). The key lives at ``path``; a
 replacement (a rotation, or a change of key type) is made at ``path.next`` and reported instead, until the
 certificate for it is installed, when ``install_files`` moves it over ``path`` in the same validated change.
 A key that cannot be read is an error naming the path, never a reason to make a new one.
@@ -36,6 +36,12 @@ def ensure(path, spec, mode=0o600, owner=None, group=None, dir_mode=0o700, rotat
         if not check:
             _remove(path + NEXT, path + NEXT + CSR)
         pending, changed = None, True
+    if current is None and pending is not None:  # the key in use is gone: the pending one takes its place
+        if not check:
+            os.replace(path + NEXT, path)
+            if os.path.exists(path + NEXT + CSR):
+                os.replace(path + NEXT + CSR, path + CSR)
+        current, pending, changed = pending, None, True
     rotating = current is not None and (rotate or current[1] != spec or pending is not None)
     active_path = path + NEXT if rotating else path
     active = pending if rotating else current
@@ -91,10 +97,9 @@ def _csr(key_path, key, spec, common_name, check):
             return cached.decode(), False
     except (OSError, der.DerError):
         pass
-    if check:
-        return None, True
-    data = openssl.csr(key_path, spec, common_name)
-    write_file(csr_path, data, 0o644, -1, -1, 0o700)
+    data = openssl.csr(key_path, spec, common_name)  # on stdout: check mode reports it and writes nothing
+    if not check:
+        write_file(csr_path, data, 0o644, -1, -1, 0o700)
     return data.decode(), True
 
 

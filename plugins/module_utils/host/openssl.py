@@ -1,6 +1,6 @@
 """The host's ``openssl`` command line: make keys, CSRs and PKCS#12 bundles where the key lives.
 
-Runs on managed hosts (stdlib only, Python 3.6+; OpenSSL 1.1.1 and 3.x). A plain Debian host has the
+Runs on managed hosts (stdlib only, Python 3.8+; OpenSSL 1.1.1 and 3.x). A plain Debian host has the
 ``openssl`` command (ca-certificates depends on it) but rarely a recent Python ``cryptography``: Debian 11
 ships 3.3, which cannot write the PKCS#12 profiles below. Secrets never go on a command line: passwords
 travel on stdin, keys are read from their file or come back on stdout.
@@ -31,7 +31,8 @@ def key_spec(key_type="ec", key_size=None, curve=None):
         return "rsa", size
     if key_type == "ec":
         name = (curve or _EC_SIZES.get(int(key_size or 256)) or "").upper().replace("PRIME256V1", "P-256")
-        name = {"SECP256R1": "P-256", "SECP384R1": "P-384", "SECP521R1": "P-521"}.get(name, name)
+        name = {"SECP256R1": "P-256", "SECP384R1": "P-384", "SECP521R1": "P-521", "P256": "P-256", "P384": "P-384",
+                "P521": "P-521"}.get(name, name)
         if name not in KEY_TYPES["ec"]:
             raise OpenSSLError(f"unsupported EC curve {curve or key_size!r}: use P-256, P-384 or P-521")
         return "ec", name

@@ -37,6 +37,11 @@ def ensure(path, key_path, cert_path, chain_path, friendly_name, password, encry
             meta = json.load(f)
     except (OSError, ValueError):
         meta = {}
+    missing = [f for f in (key_path, cert_path, chain_path) if f and not os.path.exists(f)]
+    if missing:  # in check mode before the first install: the bundle would be built
+        if check:
+            return {"changed": True, "path": path, "reason": f"{', '.join(missing)} not installed yet"}
+        raise OSError(f"cannot build {path}: {', '.join(missing)} missing")
     wanted = {"cert": _sha256(cert_path), "chain": _sha256(chain_path)}
     reason = None
     if not os.path.exists(path):

@@ -119,6 +119,8 @@ def _plan(store, auth, spec, renew_before_days, force, now, report, holders):
             raise PkiError(f"the host's key for certificate {spec.name!r} is the key of certificate {other!r} too (a "
                            f"cloned host or a copied key file): it is not certified again; make a new key on that "
                            f"host (mtls_rotate_keys) and run again", "key_reused")
+        if p.reasons:
+            holders.add(spec.name, p.public_key)  # a second host offering the same key in this run is caught too
     if spec.key_location == "controller" and (
             "key_mismatch" in p.reasons  # never certify a key that may be another leaf's (a copied key file)
             or p.reasons and spec.rotate_key):

@@ -13,8 +13,15 @@ class Holders:
     def __init__(self, store):
         self.store, self._by_key = store, None
 
+    def add(self, name, key):
+        """``key`` is certified for ``name`` in this run (two hosts cloned from one image show up here)."""
+        self._load().setdefault(keys.public_der(key), []).append(name)
+
     def holder(self, name, key):
         """The name of another leaf whose certificate certifies ``key`` (a copied key file), or None."""
+        return next((n for n in self._load().get(keys.public_der(key), ()) if n != name), None)
+
+    def _load(self):
         if self._by_key is None:
             self._by_key = {}
             base = os.path.join(self.store.root, "certs")
@@ -26,4 +33,4 @@ class Holders:
                     continue
                 if cert is not None:
                     self._by_key.setdefault(keys.public_der(cert.public_key()), []).append(other)
-        return next((n for n in self._by_key.get(keys.public_der(key), ()) if n != name), None)
+        return self._by_key

@@ -158,15 +158,28 @@ def test_node_and_pip_requests_ignore_the_system_trust_store(deployed, fleet, va
     assert proc.stdout.strip() == "200", proc.stdout + proc.stderr
 
 
-def test_ed25519_with_nss_fails_clearly_before_anything_is_done(tmp_path):
-    """NSS cannot import an Ed25519 key: the role says so at once (it would fail in pk12util otherwise)."""
-    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local",
-             "vars": {"mtls_client_certificate": {"key_type": "ed25519"}},  # as host_vars would set it (pki role)
-             "roles": [{"role": "mtls.rollout.client", "mtls_client_nss": True,
-                        "mtls_client_pkcs12_password": PASSWORD, "mtls_client_dir": str(tmp_path / "client")}]}]
+def role_alone(tmp_path, host_vars, role_vars):
+    """The client role alone on localhost (connection local): (returncode, output)."""
+    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "vars": host_vars,
+             "roles": [dict(role_vars, role="mtls.rollout.client", mtls_client_dir=str(tmp_path / "client"))]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     proc = subprocess.run(["ansible-playbook", "-i", "localhost,", str(tmp_path / "play.yml")], capture_output=True,
                           text=True, env=ansible_env(), cwd=ROOT, timeout=300)
-    assert proc.returncode != 0
-    assert "key_type ed25519 cannot be combined with mtls_client_nss" in proc.stdout, proc.stdout
-    assert not (tmp_path / "client").exists()
+    assert not (tmp_path / "client").exists()  # refused before anything was done
+    return proc.returncode, proc.stdout
+
+
+def test_ed25519_with_nss_fails_clearly_before_anything_is_done(tmp_path):
+    """NSS cannot import an Ed25519 key: the role says so at once (pk12util would fail later otherwise)."""
+    rc, out = role_alone(tmp_path, {"mtls_client_certificate": {"key_type": "ed25519"}},  # as host_vars set it
+                         {"mtls_client_nss": True, "mtls_client_pkcs12_password": PASSWORD})
+    assert rc != 0 and "key_type ed25519 cannot be combined with mtls_client_nss" in out, out
+
+
+@pytest.mark.parametrize("password", ["", "pässwörd-1"], ids=["empty", "non-ascii"])
+def test_java_refuses_passwords_java_cannot_use(tmp_path, password):
+    """Java reads a password-less bundle as an empty keystore and refuses non-ASCII passwords."""
+    rc, out = role_alone(tmp_path, {}, {"mtls_client_java": True, "mtls_client_pkcs12_password": password})
+    assert rc != 0, out
+    assert "mtls_client_java imports the PKCS#12 bundle" in out and "printable ASCII" in out, out
+    assert password not in out or not password

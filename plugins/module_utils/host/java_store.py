@@ -94,7 +94,7 @@ def ensure(path, store_type, password, certificates=None, bundle=None, bundle_pa
     check_password(password, "store password")
     if bundle is None:
         source = _sha256(json.dumps(sorted(certificates)).encode())
-        values = ["trust", store_type, password, [a for a, _ in certificates]]
+        values = ["trust", store_type, password, [entry[0] for entry in certificates]]
     else:
         try:
             with open(bundle, "rb") as f:

@@ -166,7 +166,7 @@ def crl_base_url(value, what):
         return ""
     value = str(value)
     rest = value[len("http://"):] if value.lower().startswith("http://") else None
-    if not rest or not rest.split("/")[0] or any(c.isspace() or c in "?#\"\\<>" for c in value) or not value.isascii():
+    if not rest or not rest.split("/", maxsplit=1)[0] or any(c.isspace() or c in "?#\"\\<>" for c in value) or not value.isascii():
         raise PkiError(f"invalid crl_url {value!r} for {what}: expected a plain http:// base URL such as "
                        f"http://crl.example.com/ or http://crl.example.com/pki/ (no query, no spaces)")
     return value if value.endswith("/") else value + "/"

@@ -112,6 +112,9 @@ def test_bad_input_is_refused_naming_it(tmp_path, monkeypatch):
         java_store.ensure(str(tmp_path / "t.p12"), "jceks", PASSWORD, roots)
     with pytest.raises(java_store.JavaStoreError, match="cannot read the PKCS#12 bundle"):
         java_store.ensure(str(tmp_path / "k.p12"), "pkcs12", PASSWORD, bundle=str(tmp_path / "none.p12"))
+    # check mode on a first run: the bundle is not installed yet, the keystore would be written
+    assert java_store.ensure(str(tmp_path / "k.p12"), "pkcs12", PASSWORD, bundle=str(tmp_path / "none.p12"),
+                             check=True)["changed"] is True
     (tmp_path / "bad.p12").write_bytes(b"garbage")
     with pytest.raises(java_store.JavaStoreError, match="importing the identity .* failed"):
         java_store.ensure(str(tmp_path / "k.p12"), "pkcs12", PASSWORD, bundle=str(tmp_path / "bad.p12"))

@@ -100,6 +100,8 @@ def ensure(path, store_type, password, certificates=None, bundle=None, bundle_pa
             with open(bundle, "rb") as f:
                 source = _sha256(f.read())
         except OSError as e:
+            if check:  # check mode: the bundle this run would install is not there yet
+                return {"changed": True, "path": path, "reason": "missing"}
             raise JavaStoreError(f"cannot read the PKCS#12 bundle {bundle}: {e.strerror}") from None
         values = ["key", store_type, password, bundle_password]
     uid, gid = ids(owner, group)

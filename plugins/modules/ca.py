@@ -93,6 +93,12 @@ options:
   renew_before_days:
     description: Re-issue when fewer days than this remain. Default - the last third of the lifetime.
     type: float
+  crl_url:
+    description:
+      - A plain C(http://) base URL; an intermediate then carries a CRL distribution point C(<crl_url><issuer>.crl) and
+        an AIA caIssuers C(<crl_url><issuer>.crt) (DER files, which M(mtls.rollout.crl) and the nginx role can serve).
+        A root carries none. A changed URL re-issues (reason V(spec_changed) naming C(crl_url)).
+    type: str
   rotate_key:
     description: Generate a new key whenever the certificate is re-issued (default keeps the key).
     type: bool
@@ -247,6 +253,7 @@ def main():
             "issuer_passphrase": {"type": "str", "no_log": True},
             "renew_before_days": {"type": "float"},
             "rotate_key": {"type": "bool", "default": False},
+            "crl_url": {"type": "str"},
             "force": {"type": "bool", "default": False},
             "cross_signed_by": {"type": "list", "elements": "str", "default": []},
             "cross_passphrases": {"type": "dict", "default": {}, "no_log": True},
@@ -259,7 +266,7 @@ def main():
     try:
         spec = specs.ca_spec(p["name"], p["subject"], p["issuer"], p["key_type"], p["key_size"], p["curve"],
                              p["valid_days"], p["path_length"], p["name_constraints"], p["renew_before_days"],
-                             p["rotate_key"])
+                             p["rotate_key"], p["crl_url"])
         store = Store(p["pki_dir"])
         result = ensure_ca(store, spec, p["passphrase"], p["issuer_passphrase"], p["force"], module.check_mode)
         pending = module.check_mode and result["action"] == "issued"  # nothing to cross-sign yet

@@ -122,6 +122,12 @@ options:
             pushed key (and bundle) from the store; a host offering the key that was pushed is refused.
         type: str
         choices: [controller, host]
+      crl_url:
+        description:
+          - A plain C(http://) base URL; the certificate then carries a CRL distribution point
+            C(<crl_url><issuer>.crl) and an AIA caIssuers C(<crl_url><issuer>.crt). A changed URL re-issues (reason
+            V(spec_changed) naming C(crl_url)).
+        type: str
       csr:
         description:
           - With O(certificates[].key_location=host), the host's CSR (PEM). Only its public key is used, once its
@@ -278,6 +284,7 @@ LEAF = {
     "rotate_key": {"type": "bool"},
     "force": {"type": "bool"},
     "key_location": {"type": "str", "choices": ["controller", "host"]},
+    "crl_url": {"type": "str"},
     "csr": {"type": "str"},
     "held_certificate": {"type": "str"},
     "rotating": {"type": "bool"},

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DOC = str(Path(sys.executable).parent / "ansible-doc")
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
-HOST_SIDE = {"install_files", "host_key", "host_pkcs12"}  # stdlib only on managed hosts
+HOST_SIDE = {"install_files", "host_key", "host_pkcs12", "host_java_store"}  # stdlib only on managed hosts
 CONTROL_NODE = set(MODULES) - HOST_SIDE - {"probe"}  # probe: any host
 
 
@@ -42,6 +42,8 @@ def test_modules_name_what_they_need(module_docs):
     for name in ("host_key", "host_pkcs12"):  # the stdlib and the host's openssl command, no Python library
         assert [r for r in module_docs[name]["requirements"] if "cryptography" in r] == [], name
         assert any("openssl" in r for r in module_docs[name]["requirements"]), name
+    assert any("keytool" in r for r in module_docs["host_java_store"]["requirements"])  # and the stdlib only
+    assert [r for r in module_docs["host_java_store"]["requirements"] if "cryptography" in r] == []
 
 
 @pytest.mark.parametrize("kind, names", [

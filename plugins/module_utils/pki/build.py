@@ -3,7 +3,7 @@
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 EKUS = {
     "server": [ExtendedKeyUsageOID.SERVER_AUTH],
@@ -40,6 +40,32 @@ def _base(subject, public_key, issuer_cert, serial, not_before, not_after):
     return builder.add_extension(aki, critical=False)
 
 
+def _revocation_urls(builder, base, issuer_name):
+    """CRL distribution point <base><issuer>.crl and AIA caIssuers <base><issuer>.crt (DER files over HTTP,
+    RFC 5280 4.2.1.13 and 4.2.2.1), so clients can find the CRL and the issuer; nothing when base is empty."""
+    if not base or not issuer_name:
+        return builder
+    crl = x509.UniformResourceIdentifier(f"{base}{issuer_name}.crl")
+    ca = x509.UniformResourceIdentifier(f"{base}{issuer_name}.crt")
+    return (builder
+            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint([crl], None, None, None)]), critical=False)
+            .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS, ca)]), critical=False))
+
+
+def revocation_base(cert):
+    """The base URL of the certificate's CRL distribution point (what a spec's crl_url is), or ''."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return ""
+    for point in points:
+        for name in point.full_name or ():
+            if isinstance(name, x509.UniformResourceIdentifier):
+                return name.value.rsplit("/", 1)[0] + "/"
+    return ""
+
+
 def ca_certificate(spec, public_key, issuer_cert, issuer_key, serial, not_before, not_after):
     """A root (issuer_cert None, issuer_key = own key) or an intermediate CA certificate."""
     builder = (_base(spec.subject.to_x509(), public_key, issuer_cert, serial, not_before, not_after)
@@ -47,11 +73,13 @@ def ca_certificate(spec, public_key, issuer_cert, issuer_key, serial, not_before
                .add_extension(key_usage(cert_sign=True), critical=True))
     if spec.name_constraints:
         builder = builder.add_extension(spec.name_constraints.to_x509(), critical=spec.name_constraints.critical)
+    builder = _revocation_urls(builder, spec.crl_url, spec.issuer)  # a root has no issuer to point at
     return builder.sign(issuer_key, signature_hash(issuer_key))
 
 
-def leaf_certificate(spec, public_key, issuer_cert, issuer_key, serial, not_before, not_after):
-    """A server, client or dual-purpose end-entity certificate."""
+def leaf_certificate(spec, public_key, issuer_cert, issuer_key, serial, not_before, not_after, issuer_name=None):
+    """A server, client or dual-purpose end-entity certificate (issuer_name: the CA's name in the store, for
+    the revocation URLs of spec.crl_url)."""
     subject = spec.subject.to_x509()
     rsa_kex = isinstance(public_key, rsa.RSAPublicKey) and spec.profile in ("server", "both")
     builder = (_base(subject, public_key, issuer_cert, serial, not_before, not_after)
@@ -63,4 +91,5 @@ def leaf_certificate(spec, public_key, issuer_cert, issuer_key, serial, not_befo
     if san:
         # RFC 5280 4.2.1.6: critical when the subject is empty.
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=not len(subject))
+    builder = _revocation_urls(builder, spec.crl_url, issuer_name)
     return builder.sign(issuer_key, signature_hash(issuer_key))

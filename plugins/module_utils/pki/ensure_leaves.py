@@ -247,7 +247,7 @@ def _issue(p, auth, index, now):
         p.warnings.append(issuance.clip_warning(f"certificate {p.spec.name!r}", p.spec.valid_days, auth.name,
                                                 auth.cert))
     p.cert = build.leaf_certificate(p.spec, p.public_key, auth.cert, auth.key,
-                                    issuance.serial(index, auth.name), not_before, not_after)
+                                    issuance.serial(index, auth.name), not_before, not_after, auth.name)
     record = issuance.record("leaf", p.spec.name, auth.name, p.cert, p.spec.profile, "; ".join(p.reasons), now)
     record["key_location"] = p.spec.key_location
     index.add(record)

@@ -3,7 +3,7 @@
 from cryptography import x509
 
 from . import keys, pem
-from .build import EKUS
+from .build import EKUS, revocation_base
 from .specs import NameConstraints, Subject
 
 
@@ -42,6 +42,8 @@ def leaf_changes(spec, cert):
             changes.append(kind)
     if Subject.from_x509(cert.subject) != spec.subject:
         changes.append("subject")
+    if revocation_base(cert) != spec.crl_url:
+        changes.append("crl_url")
     return changes
 
 
@@ -49,6 +51,8 @@ def ca_changes(spec, cert):
     changes = []
     if Subject.from_x509(cert.subject) != spec.subject:
         changes.append("subject")
+    if spec.issuer and revocation_base(cert) != spec.crl_url:
+        changes.append("crl_url")
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     if bc.path_length != spec.path_length:
         changes.append("path_length")

@@ -156,10 +156,24 @@ class CaSpec:
     name_constraints: NameConstraints = field(default_factory=NameConstraints)
     renew_before_days: float = None  # None: the last third of the lifetime
     rotate_key: bool = False
+    crl_url: str = ""  # base URL of the CRLs and CA certificates (intermediates point at their issuer's)
+
+
+def crl_base_url(value, what):
+    """The base URL certificates point at for revocation (<base><issuer>.crl / .crt), ending in '/'; '' for none.
+    Plain HTTP: a CRL fetched over HTTPS would need a revocation check of its own (RFC 5280 8)."""
+    if value in (None, ""):
+        return ""
+    value = str(value)
+    rest = value[len("http://"):] if value.lower().startswith("http://") else None
+    if not rest or not rest.split("/", maxsplit=1)[0] or any(c.isspace() or c in "?#\"\\<>" for c in value) or not value.isascii():
+        raise PkiError(f"invalid crl_url {value!r} for {what}: expected a plain http:// base URL such as "
+                       f"http://crl.example.com/ or http://crl.example.com/pki/ (no query, no spaces)")
+    return value if value.endswith("/") else value + "/"
 
 
 def ca_spec(name, subject_data=None, issuer=None, key_type="ec", key_size=None, curve=None, valid_days=None,
-            path_length=None, name_constraints_data=None, renew_before_days=None, rotate_key=False):
+            path_length=None, name_constraints_data=None, renew_before_days=None, rotate_key=False, crl_url=None):
     name = names.store_name(name, "CA name")
     if issuer is not None:
         names.store_name(issuer, "issuer")
@@ -177,7 +191,7 @@ def ca_spec(name, subject_data=None, issuer=None, key_type="ec", key_size=None, 
                   path_length=path_length, name_constraints=name_constraints(name_constraints_data, f"CA {name!r}"),
                   renew_before_days=renew_before(renew_before_days, f"CA {name!r}",
                                                  _days(valid_days, INTERMEDIATE_DAYS if issuer else ROOT_DAYS, "")),
-                  rotate_key=bool(rotate_key))
+                  rotate_key=bool(rotate_key), crl_url=crl_base_url(crl_url, f"CA {name!r}"))
 
 
 @dataclass(frozen=True)
@@ -203,6 +217,7 @@ class LeafSpec:
     force: bool = False
     pkcs12: Pkcs12Spec = None  # built in the store for controller keys, on the host for host keys
     key_location: str = "controller"
+    crl_url: str = ""  # base URL: the certificate points at <crl_url><issuer>.crl and .crt
 
     def san(self):
         """The SAN entries in a canonical, comparable form."""
@@ -210,7 +225,7 @@ class LeafSpec:
 
 
 LEAF_KEYS = {"name", "profile", "dns", "ip", "email", "key_type", "key_size", "curve", "valid_days",
-             "renew_before_days", "rotate_key", "force", "pkcs12", "subject", "key_location"} | set(SUBJECT_FIELDS)
+             "renew_before_days", "rotate_key", "force", "pkcs12", "subject", "key_location", "crl_url"} | set(SUBJECT_FIELDS)
 PKCS12_KEYS = {"password", "encryption", "friendly_name", "include_chain"}
 
 
@@ -278,7 +293,7 @@ def leaf_spec(item, defaults=None):
                     valid_days=valid_days,
                     renew_before_days=renew_before(merged.get("renew_before_days"), what, valid_days),
                     rotate_key=bool(merged.get("rotate_key")), force=bool(merged.get("force")), pkcs12=p12,
-                    key_location=key_location)
+                    key_location=key_location, crl_url=crl_base_url(merged.get("crl_url"), what))
 
 
 def _looks_like_ip(value):

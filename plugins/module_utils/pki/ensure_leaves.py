@@ -266,8 +266,8 @@ def _stage_files(store, txn, auth, p, index, check):
         derived.append("key.pem")  # key_location_changed: the pushed key leaves the store
         if not check:
             txn.remove(path("key.pem"))
-    for f, data in (("chain.pem", pem.to_pem(*auth.intermediates)),
-                    ("fullchain.pem", pem.to_pem(p.cert, *auth.intermediates)), ("ca.pem", pem.to_pem(auth.root))):
+    chain, root = _issuer_pems(auth)
+    for f, data in (("chain.pem", chain), ("fullchain.pem", pem.to_pem(p.cert) + chain), ("ca.pem", root)):
         if store.read(path(f)) != data:
             derived.append(f)
             if not check:
@@ -357,8 +357,15 @@ def _bundle_change(store, p, index, issued, auth):
     return None
 
 
+def _issuer_pems(auth):
+    """(chain.pem, ca.pem) of ``auth``'s leaves, made once per run (the same for thousands of leaves)."""
+    if getattr(auth, "_leaf_pems", None) is None:
+        auth._leaf_pems = (pem.to_pem(*auth.intermediates), pem.to_pem(auth.root))
+    return auth._leaf_pems
+
+
 def _chain_digest(auth):
-    return hashlib.sha256(pem.to_pem(*auth.intermediates, auth.root)).hexdigest()
+    return hashlib.sha256(b"".join(_issuer_pems(auth))).hexdigest()
 
 
 def _store_bundle(spec):
@@ -406,5 +413,5 @@ def _result(store, p, before, derived, pending_issue):
                   p.new_key or "key_rotation" in p.reasons or "key_location_changed" in p.reasons),
               "before": pem.facts(before) if before is not None else None}
     if p.cert is not None and not pending_issue:
-        result.update(pem.facts(p.cert))
+        result.update(result["before"] if p.cert is before else pem.facts(p.cert))
     return result

@@ -52,7 +52,7 @@ def workers(n_bundles, n_files):
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8, max(n_bundles // (PARALLEL_MIN // 2), n_files // PARALLEL_MIN)))
+    return max(1, min(cpus, 8, max(n_bundles * 2 // PARALLEL_MIN, n_files // PARALLEL_MIN)))
 
 
 class Batch:

@@ -282,13 +282,17 @@ class Transaction:
         synced = _syncfs() is None  # without syncfs the writers fsync each file (``write_temp``)
         for path, mode in extra:
             self.pending[path] = (EXTERNAL, mode)
-        planned = {}
+        planned, parents = {}, set()
         try:
             for path, (data, mode) in self.pending.items():
                 if data is None or path in self._prepared:
                     continue
                 self.store.check_path(path)
-                self._made += _makedirs(os.path.dirname(path))
+                parent = os.path.dirname(path)
+                if parent not in parents:
+                    parents.add(parent)
+                    if not os.path.isdir(parent):  # made by the writer (``write_temp``), in parallel
+                        self._made += _makedirs(os.path.dirname(parent)) + [parent]
                 tmp = _temp_name(path)
                 self._prepared[path] = (tmp, data, mode, synced)
                 planned[path] = (tmp, data, mode)
@@ -456,7 +460,12 @@ def _temp_name(path):
 def write_temp(tmp, data, mode):
     """Write a temp file named by ``Transaction.plan_temps`` (in a worker process): fsynced only where the
     commit cannot sync the filesystem at once."""
-    _write_temp(None, data, mode, sync=_syncfs() is None, tmp=tmp)
+    try:
+        _write_temp(None, data, mode, sync=_syncfs() is None, tmp=tmp)
+    except FileNotFoundError:  # a new leaf's directory: plan_temps left making it to the writers
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(os.path.dirname(tmp), DIR_MODE)
+        _write_temp(None, data, mode, sync=_syncfs() is None, tmp=tmp)
 
 
 def _write_temp(path, data, mode, sync=True, tmp=None):

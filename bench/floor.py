@@ -8,6 +8,7 @@ Files are written plainly (no fsync, no temp file + rename, no lock, no index): 
 
   python bench/floor.py --n 1000 --out DIR [--workers 2]      # prints one JSON line
   python bench/floor.py --make-ca DIR                          # only DIR/ca/{root,client-ca}/{cert,key}.pem
+  python bench/floor.py --make-csrs N --out FILE               # N keys' CSRs (host keys), as JSON items
 
 Only the loop over the N certificates is timed (in-process, perf_counter); the CA is made before it.
 """
@@ -134,13 +135,30 @@ def run(n, out, workers=1):
     return {"n": n, "workers": workers, "seconds": seconds, "cpu_seconds_main": time.process_time() - cpu0}
 
 
+def make_csrs(n, path):
+    """The certificate items of N hosts that made their own EC P-256 keys: name, common_name and CSR (PEM)."""
+    items = []
+    for i in range(n):
+        name = f"client{i:04d}"
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = x509.CertificateSigningRequestBuilder().subject_name(_name(name)).sign(key, hashes.SHA256())
+        items.append({"name": name, "common_name": name,
+                      "csr": csr.public_bytes(serialization.Encoding.PEM).decode()})
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"certs": items}, f)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--n", type=int)
     ap.add_argument("--out")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--make-ca", metavar="DIR")
+    ap.add_argument("--make-csrs", type=int, metavar="N")
     a = ap.parse_args(argv)
+    if a.make_csrs:
+        make_csrs(a.make_csrs, a.out)
+        return 0
     if a.make_ca:
         make_ca(a.make_ca)
         return 0

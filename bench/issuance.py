@@ -2,6 +2,7 @@
 
   python3 bench/issuance.py                       # N = 10, 100, 1000; 3 repetitions; medians
   python3 bench/issuance.py --sizes 10,100 --repeat 1 --community-max 10     # a quick look
+  python3 bench/issuance.py --n 10000 --repeat 1 --host-n 0 --out issuance-10000  # the big case
 
 Per N and repetition, in one run of this script:
   floor      bench/floor.py: bare `cryptography` (the project venv's, as the engine), one process, the
@@ -16,7 +17,10 @@ Per N and repetition, in one run of this script:
 "wall" is the whole ansible-playbook process (start-up, inventory, templating of the N items, the
 module, results); "module" is the task's duration from the bench timer callback (task start to its
 result: AnsiballZ, module start-up, argument validation, the engine, result JSON); for community it
-is the sum of its four looped tasks. Results: bench/results/issuance.{json,csv,png}.
+is the sum of its four looped tasks. "RSS" is the peak resident set of the module process (the largest of
+it and its bundle workers: wait4() of the interpreter, which the playbook runs through a small wrapper).
+"host keys" (--host-n, default 1000) signs N CSRs of keys made on their hosts (key_location: host) in one
+task, then re-runs it with the certificates the hosts hold. Results: bench/results/issuance.{json,csv,png}.
 """
 
 import argparse
@@ -82,7 +86,31 @@ def run_floor(workdir, n, workers=1):
             "p12": info}
 
 
-def run_mtls(workdir, n, vars_file):
+RSS_WRAPPER = """#!{python}
+# bench: runs the module's interpreter and appends the peak RSS of its process tree (wait4) to a file
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv({python!r}, [{python!r}] + sys.argv[1:])
+_pid, status, usage = os.wait4(pid, 0)
+with open({out!r}, "a", encoding="utf-8") as f:
+    f.write(json.dumps({{"maxrss_kib": usage.ru_maxrss}}) + "\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def rss_interpreter(workdir):
+    """A wrapper to run modules with (ansible_python_interpreter); returns (its path, the file it writes)."""
+    path, out = os.path.join(workdir, "rss-python"), os.path.join(workdir, "rss.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(RSS_WRAPPER.format(python=common.PROJECT_PYTHON, out=out))
+    os.chmod(path, 0o755)
+    return path, out
+
+
+def run_mtls(workdir, n, vars_file, playbook="mtls_issue.yml", held_certs=False):
+    """The mtls.rollout run: first run and idempotent re-run of ONE certificates task, with module time and
+    the module process's peak RSS. ``held_certs``: host keys, whose re-run reports the certificates held."""
     pki = tempfile.mkdtemp(prefix=f"mtls-{n}-", dir=workdir)
     timer = os.path.join(workdir, "timer.json")
     env = {"pki_dir": pki}
@@ -90,21 +118,47 @@ def run_mtls(workdir, n, vars_file):
     with open(setup_vars, "w", encoding="utf-8") as f:
         json.dump(env, f)
     common.playbook(os.path.join(PLAYBOOKS, "mtls_ca.yml"), setup_vars, timeout=TIMEOUT)
+    wrapper, rss_out = rss_interpreter(workdir)
     out = {}
     for phase in ("first", "rerun"):
+        if phase == "rerun" and held_certs:  # what the hosts report once the certificates reached them
+            with open(vars_file, encoding="utf-8") as f:
+                data = json.load(f)
+            for item in data["certs"]:
+                with open(os.path.join(pki, "certs", item["name"], "cert.pem"), encoding="utf-8") as f:
+                    item["held_certificate"] = f.read()
+            vars_file = os.path.join(workdir, "held-certs.json")
+            with open(vars_file, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+        if os.path.exists(rss_out):
+            os.unlink(rss_out)
         common.settle()
-        r = common.playbook(os.path.join(PLAYBOOKS, "mtls_issue.yml"), vars_file, timer_out=timer,
-                            args=["-e", f"@{setup_vars}"], timeout=TIMEOUT)
+        r = common.playbook(os.path.join(PLAYBOOKS, playbook), vars_file, timer_out=timer,
+                            args=["-e", f"@{setup_vars}", "-e", f"ansible_python_interpreter={wrapper}"],
+                            timeout=TIMEOUT)
         summary = json.loads(re.search(r'"issued.summary": (\{[^}]*\})', r["output"]).group(1))
         want = "issued" if phase == "first" else "unchanged"
         if summary.get(want) != n:
             raise RuntimeError(f"mtls {phase} run for N={n}: expected {want}={n}, got {summary}")
+        with open(rss_out, encoding="utf-8") as f:
+            rss = [json.loads(line)["maxrss_kib"] for line in f]
+        if len(rss) != 1:
+            raise RuntimeError(f"expected one module run through the RSS wrapper, got {len(rss)}")
         out[phase] = {"wall": r["seconds"], "cpu_seconds": r["cpu_seconds"],
                       "module": task_seconds(r["timer"], action_suffix="certificates"),
+                      "rss_mib": rss[0] / 1024,
                       "statuses": task_statuses(r["timer"], "mtls.rollout.certificates"), "summary": summary}
     out["p12"] = p12_info(os.path.join(pki, "certs", "client0000", "bundle.p12"))
     shutil.rmtree(pki)
     return out
+
+
+def run_host_keys(workdir, n):
+    """N certificates for host keys (CSRs) in one task, first run and re-run."""
+    items = os.path.join(workdir, f"csrs-{n}.json")
+    subprocess.run([common.PROJECT_PYTHON, os.path.join(common.BENCH, "floor.py"), "--make-csrs", str(n),
+                    "--out", items], check=True)
+    return run_mtls(workdir, n, items, playbook="mtls_issue_host.yml", held_certs=True)
 
 
 def run_community(workdir, n, vars_file):
@@ -150,8 +204,11 @@ COLUMNS = [
     ("mtls_first_module", "mtls first: module s"),
     ("mtls_first_wall", "mtls first: wall s"),
     ("mtls_vs_floor", "mtls module / floor"),
+    ("mtls_vs_floor2", "mtls module / floor 2-proc"),
     ("mtls_rerun_module", "mtls re-run: module s"),
     ("mtls_rerun_wall", "mtls re-run: wall s"),
+    ("mtls_first_rss", "mtls first: RSS MiB"),
+    ("mtls_rerun_rss", "mtls re-run: RSS MiB"),
     ("cc_first_module", "community first: module s"),
     ("cc_first_wall", "community first: wall s"),
     ("cc_rerun_module", "community re-run: module s"),
@@ -162,18 +219,34 @@ COLUMNS = [
 ]
 
 
+HOST_COLUMNS = [
+    ("n", "N (CSRs)"),
+    ("first_module", "first: module s"),
+    ("first_wall", "first: wall s"),
+    ("first_rss_mib", "first: RSS MiB"),
+    ("rerun_module", "re-run: module s"),
+    ("rerun_wall", "re-run: wall s"),
+    ("rerun_rss_mib", "re-run: RSS MiB"),
+]
+
+
 def summarise(raw, sizes, community_max):
     rows = []
     for n in sizes:
         runs = raw[str(n)]
-        row = {"n": n, "floor": common.median([r["floor"]["seconds"] for r in runs]),
+        row = {"n": n, "floor": common.median([r["floor"]["seconds"] for r in runs if r.get("floor")]),
                "floor_2proc": common.median([r["floor_2proc"]["seconds"] for r in runs if r.get("floor_2proc")])}
         for key, tool in (("mtls", "mtls"), ("cc", "community")):
             for phase in ("first", "rerun"):
                 for what in ("module", "wall"):
                     row[f"{key}_{phase}_{what}"] = common.median(
                         [r[tool][phase][what] for r in runs if r.get(tool)])
-        row["mtls_vs_floor"] = common.median([r["mtls"]["first"]["module"] / r["floor"]["seconds"] for r in runs])
+        row["mtls_vs_floor"] = common.median([r["mtls"]["first"]["module"] / r["floor"]["seconds"] for r in runs
+                                              if r.get("floor")])
+        row["mtls_vs_floor2"] = common.median([r["mtls"]["first"]["module"] / r["floor_2proc"]["seconds"]
+                                               for r in runs if r.get("floor_2proc")])
+        for phase in ("first", "rerun"):
+            row[f"mtls_{phase}_rss"] = common.median([r["mtls"][phase].get("rss_mib") for r in runs])
         row["cc_note"] = "measured" if n <= community_max else None
         rows.append(row)
     measured = [r for r in rows if r["cc_note"] == "measured" and r["cc_first_wall"] is not None]
@@ -247,6 +320,9 @@ def main():
     common.reexec_in_venv()
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--n", type=int, help="one size only (e.g. --n 10000), instead of --sizes")
+    ap.add_argument("--host-n", type=int, default=1000, help="N of the host-key case (0: skip it)")
+    ap.add_argument("--no-floor-1proc", action="store_true", help="skip the 1-process floor (e.g. at N = 10000)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--community-max", type=int, default=100, help="largest N run with community.crypto")
     ap.add_argument("--community-repeat", type=int, help="repetitions of the community runs (default: --repeat)")
@@ -262,7 +338,7 @@ def main():
         plot(rows, os.path.join(common.RESULTS, f"{a.out}.png"))
         print(common.table(rows, COLUMNS))
         return 0
-    sizes = [int(s) for s in a.sizes.split(",")]
+    sizes = [a.n] if a.n else [int(s) for s in a.sizes.split(",")]
     cc_repeat = a.repeat if a.community_repeat is None else a.community_repeat
     common.ensure_collection_link()
     os.makedirs(os.path.join(common.BENCH, "work"), exist_ok=True)
@@ -274,30 +350,48 @@ def main():
             vars_file = certs_file(workdir, n)
             raw[str(n)] = []
             for rep in range(a.repeat):
-                run = {"floor": run_floor(workdir, n)}
+                run = {} if a.no_floor_1proc else {"floor": run_floor(workdir, n)}
                 if not a.no_floor_2proc:
                     run["floor_2proc"] = run_floor(workdir, n, workers=2)
                 run["mtls"] = run_mtls(workdir, n, vars_file)
                 if n <= a.community_max and rep < cc_repeat:
                     run["community"] = run_community(workdir, n, vars_file)
                 raw[str(n)].append(run)
-                print(f"N={n} #{rep + 1}: floor {run['floor']['seconds']:.2f}s, mtls first "
-                      f"{run['mtls']['first']['module']:.2f}s module / {run['mtls']['first']['wall']:.2f}s wall, "
-                      f"re-run {run['mtls']['rerun']['module']:.2f}s / {run['mtls']['rerun']['wall']:.2f}s"
+                floors = "/".join(f"{run[k]['seconds']:.2f}" for k in ("floor", "floor_2proc") if k in run)
+                print(f"N={n} #{rep + 1}: floor (1/2 proc) {floors}s, mtls first "
+                      f"{run['mtls']['first']['module']:.2f}s module / {run['mtls']['first']['wall']:.2f}s wall "
+                      f"{run['mtls']['first']['rss_mib']:.0f} MiB, "
+                      f"re-run {run['mtls']['rerun']['module']:.2f}s / {run['mtls']['rerun']['wall']:.2f}s "
+                      f"{run['mtls']['rerun']['rss_mib']:.0f} MiB"
                       + (f"; community first {run['community']['first']['wall']:.1f}s, re-run "
                          f"{run['community']['rerun']['wall']:.1f}s" if "community" in run else ""),
                       file=sys.stderr, flush=True)
+        host = []
+        for rep in range(a.repeat if a.host_n else 0):
+            host.append(run_host_keys(workdir, a.host_n))
+            print(f"host keys N={a.host_n} #{rep + 1}: first {host[-1]['first']['module']:.2f}s module / "
+                  f"{host[-1]['first']['wall']:.2f}s wall, re-run {host[-1]['rerun']['module']:.2f}s / "
+                  f"{host[-1]['rerun']['wall']:.2f}s", file=sys.stderr, flush=True)
     finally:
         if not a.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     rows = summarise(raw, sizes, a.community_max)
+    host_row = None
+    if host:
+        host_row = {"n": a.host_n, **{f"{phase}_{what}": common.median([h[phase][what] for h in host])
+                                      for phase in ("first", "rerun") for what in ("module", "wall", "rss_mib")}}
     p12 = {tool: next((r[key]["p12"] for runs in raw.values() for r in runs if r.get(key)), None)
            for tool, key in (("floor", "floor"), ("mtls", "mtls"), ("community", "community"))}
+    meta["loadavg_at_end"] = os.getloadavg()
     common.write_json(f"{a.out}.json", {"machine": meta, "args": vars(a), "rows": rows, "raw": raw,
-                                        "pkcs12_settings": p12})
+                                        "pkcs12_settings": p12, "host_keys": host_row, "host_keys_raw": host})
     common.write_csv(f"{a.out}.csv", rows, COLUMNS)
     plot(rows, os.path.join(common.RESULTS, f"{a.out}.png"))
     print(common.table(rows, COLUMNS))
+    if host_row:
+        print("\nHost keys (key_location: host, CSRs signed, no keys or bundles in the store):")
+        print(common.table([host_row], HOST_COLUMNS))
+    print(f"load average at start {meta['loadavg_at_start']}, at end {meta['loadavg_at_end']}")
     print(f"\nPKCS#12 settings seen by openssl: {json.dumps(p12, indent=1)}")
     print(f"median of {a.repeat} repetitions (community: {cc_repeat}); results in "
           f"{os.path.relpath(common.RESULTS, common.ROOT)}/{a.out}.{{json,csv,png}}")

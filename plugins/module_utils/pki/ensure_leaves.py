@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import build, constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
+from . import store as store_mod
 from .authority import Authority
 from .errors import PkiError
 from .store import KEY_MODE
@@ -28,7 +29,6 @@ class Plan:
     new_key: bool = False
     warnings: list = field(default_factory=list)
     bundle_change: object = None  # 'bundle.p12' when the bundle is (re)written or removed
-    bundle_data: bytes = None  # the new bundle, from the batch _start_bundles began
     undeployed: bool = False  # host key: the store's certificate for it has not reached the host yet
 
 
@@ -75,23 +75,18 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
                         _issue(p, auth, index, now)
                     else:
                         issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
-                batch = _start_bundles(store, auth, plans, index)
-            results = []
-            for p, before in zip(plans, befores):
-                pending = check and bool(p.reasons)
-                derived = [] if pending else _stage_files(store, txn, auth, p, index, check)
-                results.append(_result(store, p, before, derived, pending))
+                    p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
+            derived = [[] if check and p.reasons else _stage_files(store, txn, auth, p, index, check) for p in plans]
+            if not check:
+                batch = _start_writing(store, txn, auth, plans, index)
+            # built while worker processes (if any) write the files and make the bundles
+            results = [_result(store, p, before, d, check and bool(p.reasons))
+                       for p, before, d in zip(plans, befores, derived)]
             if check:
                 return results
-            if batch.parallel:
-                txn.prepare()  # write the other files while worker processes make the bundles
-            for p, data in zip(batch.plans, batch.get()):
-                p.bundle_data = data
-            for p in plans:
-                if p.bundle_change:
-                    _stage_bundle(txn, store.leaf_path(p.spec.name, "bundle.p12"), p, auth, index)
+            _finish_bundles(store, txn, auth, plans, index, batch)
             # the index alone may have changed too: a certificate on disk it did not know (reconcile)
-            if txn.pending or store.read(store.index_path) != index.dumps():
+            if txn.pending or index.changed or store.read(store.index_path) is None:
                 txn.write(store.index_path, index.dumps(), KEY_MODE)
                 txn.commit()
             return results
@@ -273,8 +268,8 @@ def _stage_files(store, txn, auth, p, index, check):
         derived.append("key.pem")  # key_location_changed: the pushed key leaves the store
         if not check:
             txn.remove(path("key.pem"))
-    for f, data in (("chain.pem", pem.to_pem(*auth.intermediates)),
-                    ("fullchain.pem", pem.to_pem(p.cert, *auth.intermediates)), ("ca.pem", pem.to_pem(auth.root))):
+    chain, root = _issuer_pems(auth)
+    for f, data in (("chain.pem", chain), ("fullchain.pem", pem.to_pem(p.cert) + chain), ("ca.pem", root)):
         if store.read(path(f)) != data:
             derived.append(f)
             if not check:
@@ -285,17 +280,58 @@ def _stage_files(store, txn, auth, p, index, check):
     return derived
 
 
-def _start_bundles(store, auth, plans, index):
-    """Decide which bundles change and start serializing the new ones as one batch (in worker processes
-    when there are many); returns the pkcs12.Batch, with ``plans`` the plans it makes bundles for."""
-    jobs = []
+def _start_writing(store, txn, auth, plans, index):
+    """With much to write (many bundles or files), start a ``pkcs12.Batch``: forked workers make the new bundles
+    and write the temp files of everything staged, while the caller builds the results; else None (the bundles
+    are made in ``_finish_bundles``, the files written by the commit, as for a few leaves)."""
+    jobs = [p for p in plans if p.bundle_change and _store_bundle(p.spec) is not None]
+    n = pkcs12.workers(sum(1 for p in jobs if p.spec.pkcs12.password), len(txn.pending))
+    if n < 2:
+        return None
     for p in plans:
-        p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
-        if p.bundle_change and _store_bundle(p.spec) is not None:
-            jobs.append(p)
-    batch = pkcs12.Batch([(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root]) for p in jobs])
-    batch.plans = jobs
+        if p.bundle_change and _store_bundle(p.spec) is None:
+            _stage_bundle(txn, p, auth, index)
+    temps = txn.plan_temps([(store.leaf_path(p.spec.name, "bundle.p12"), KEY_MODE) for p in jobs])
+    by_dir = {}
+    for path, temp in temps.items():
+        if temp[1] is not store_mod.EXTERNAL:
+            by_dir.setdefault(os.path.dirname(path), []).append(temp)
+    bundling = {id(p) for p in jobs}
+    items, batch_plans = [], []
+    for p in plans:
+        files = by_dir.pop(os.path.dirname(store.leaf_path(p.spec.name, "cert.pem")), [])
+        if id(p) in bundling:
+            bundle_path = store.leaf_path(p.spec.name, "bundle.p12")
+            items.append(((p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root]), temps[bundle_path][0],
+                          files))
+        elif files:
+            items.append((None, None, files))
+        else:
+            continue
+        batch_plans.append(p)
+    items += [(None, None, files) for files in by_dir.values()]
+    batch = pkcs12.Batch(items, n)
+    batch.plans = batch_plans
     return batch
+
+
+def _finish_bundles(store, txn, auth, plans, index, batch):
+    """Stage the bundles that change: wait for the batch's, or make them here (a few leaves)."""
+    if batch is None:
+        for p in plans:
+            if p.bundle_change:
+                data = pkcs12.bundle(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root]) \
+                    if _store_bundle(p.spec) is not None else None
+                _stage_bundle(txn, p, auth, index, data=data)
+        return
+    try:
+        digests = batch.get()
+    except OSError as e:
+        store_mod.raise_write_error(store, e)
+        raise
+    for p, digest in zip(batch.plans, digests):
+        if digest is not None:
+            _stage_bundle(txn, p, auth, index, digest=digest)
 
 
 def _settings_digest(spec, salt):
@@ -323,8 +359,15 @@ def _bundle_change(store, p, index, issued, auth):
     return None
 
 
+def _issuer_pems(auth):
+    """(chain.pem, ca.pem) of ``auth``'s leaves, made once per run (the same for thousands of leaves)."""
+    if getattr(auth, "_leaf_pems", None) is None:
+        auth._leaf_pems = (pem.to_pem(*auth.intermediates), pem.to_pem(auth.root))
+    return auth._leaf_pems
+
+
 def _chain_digest(auth):
-    return hashlib.sha256(pem.to_pem(*auth.intermediates, auth.root)).hexdigest()
+    return hashlib.sha256(b"".join(_issuer_pems(auth))).hexdigest()
 
 
 def _store_bundle(spec):
@@ -332,18 +375,21 @@ def _store_bundle(spec):
     return spec.pkcs12 if spec.key_location == "controller" else None
 
 
-def _stage_bundle(txn, path, p, auth, index):
+def _stage_bundle(txn, p, auth, index, data=None, digest=None):
+    """Stage the leaf's bundle (``data``, or already written by a batch worker: its ``digest``) and its metadata
+    in the index, or its removal (no bundle in the store for the spec)."""
+    path = txn.store.leaf_path(p.spec.name, "bundle.p12")
     if _store_bundle(p.spec) is None:
         txn.remove(path)
         index.bundles.pop(p.spec.name, None)
         return
-    data = p.bundle_data
     salt = os.urandom(16).hex()
     index.bundles[p.spec.name] = {"cert": pem.fingerprint(p.cert), "chain": _chain_digest(auth),
-                                  "sha256": hashlib.sha256(data).hexdigest(),
+                                  "sha256": digest or hashlib.sha256(data).hexdigest(),
                                   "salt": salt, "settings": _settings_digest(p.spec.pkcs12, salt),
                                   "encryption": p.spec.pkcs12.encryption}
-    txn.write(path, data, KEY_MODE)
+    if data is not None:
+        txn.write(path, data, KEY_MODE)
 
 
 def _result(store, p, before, derived, pending_issue):
@@ -369,5 +415,5 @@ def _result(store, p, before, derived, pending_issue):
                   p.new_key or "key_rotation" in p.reasons or "key_location_changed" in p.reasons),
               "before": pem.facts(before) if before is not None else None}
     if p.cert is not None and not pending_issue:
-        result.update(pem.facts(p.cert))
+        result.update(result["before"] if p.cert is before else pem.facts(p.cert))
     return result

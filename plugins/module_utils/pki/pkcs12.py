@@ -1,10 +1,13 @@
 """PKCS#12 bundles in two encryption profiles."""
 
+import hashlib
 import os
 import sys
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat, pkcs12
+
+from . import store
 
 # modern: AES-256-CBC with PBKDF2-HMAC-SHA256 and a SHA-256 MAC (OpenSSL 3 default; macOS 14+,
 #         Windows 10 1709+, Java 11.0.12+, Firefox, Chromium/NSS).
@@ -29,39 +32,49 @@ def bundle(spec, key, cert, chain):
 
 
 # Serializing a `modern` bundle costs two PBKDF2 derivations of 20000 rounds (~7 ms on one core); from this
-# many bundles on, ``Batch`` spreads the work over forked worker processes (Linux, more than one CPU).
+# many bundles (or PARALLEL_MIN * 8 other files) on, ``Batch`` spreads a run's writing over forked worker
+# processes (Linux, more than one CPU).
 PARALLEL_MIN = 16
-_BATCHES = {}  # id -> jobs, inherited by the forked workers (keys never cross a pipe; only bundles come back)
+_BATCHES = {}  # id -> items, inherited by the forked workers (keys never cross a pipe; only digests come back)
 
 
 def bundles(jobs):
     """``bundle(*job)`` for each (spec, key, cert, chain) in ``jobs``, in order."""
-    batch = Batch(jobs)
+    return [bundle(*job) for job in jobs]
+
+
+def workers(n_bundles, n_files):
+    """How many worker processes a Batch of ``n_bundles`` password-protected bundles and ``n_files`` other
+    files gets: 1 (none: in this process) when there is little work, no fork or one CPU."""
+    if (n_bundles < PARALLEL_MIN and n_files < PARALLEL_MIN * 8) or not sys.platform.startswith("linux"):
+        return 1
     try:
-        return batch.get()
-    finally:
-        batch.close()
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8, max(n_bundles * 2 // PARALLEL_MIN, n_files // PARALLEL_MIN)))
 
 
 class Batch:
-    """Bundles for ``jobs`` [(spec, key, cert, chain)], started at once in worker processes when there are
-    enough of them (``parallel``), so the caller can go on meanwhile; ``get`` returns them in order (made here
-    and now when not parallel). Always ``close`` it."""
+    """The temp files of a transaction (``store.Transaction.plan_temps``), written by forked worker processes
+    while the caller goes on: each item is (bundle job (spec, key, cert, chain) or None, the bundle's temp path,
+    [(temp path, data, mode)] of other files). ``get`` returns the SHA-256 (hex) of each item's bundle (None
+    without one), in order. With one worker (``workers``) or when fork fails, ``get`` writes them here and
+    now. Always ``close`` it."""
 
-    def __init__(self, jobs):
-        self.jobs, self._pool, self._async = jobs, None, None
-        workers = _workers(jobs)
-        if workers < 2:
+    def __init__(self, items, n_workers):
+        self.items, self._pool, self._async = items, None, None
+        if n_workers < 2:
             return
         import multiprocessing
-        _BATCHES[id(self)] = jobs
+        _BATCHES[id(self)] = items
         try:
-            self._pool = multiprocessing.get_context("fork").Pool(workers, _die_with_parent, (os.getpid(),))
-        except (OSError, ValueError):  # no fork here, or no processes left: make them in this one
+            self._pool = multiprocessing.get_context("fork").Pool(n_workers, _die_with_parent, (os.getpid(),))
+        except (OSError, ValueError):  # no fork here, or no processes left: write them in this one
             _BATCHES.pop(id(self), None)
             return
-        self._async = self._pool.map_async(_bundle_at, [(id(self), i) for i in range(len(jobs))],
-                                           chunksize=max(1, len(jobs) // (workers * 8)))
+        self._async = self._pool.map_async(_item_at, [(id(self), i) for i in range(len(items))],
+                                           chunksize=max(1, len(items) // (n_workers * 8)))
 
     @property
     def parallel(self):
@@ -69,7 +82,7 @@ class Batch:
 
     def get(self):
         if self._async is None:
-            return [bundle(*job) for job in self.jobs]
+            return [_write_item(item) for item in self.items]
         return self._async.get()
 
     def close(self):
@@ -92,16 +105,17 @@ def _die_with_parent(parent):
         os._exit(1)
 
 
-def _bundle_at(where):
+def _item_at(where):
     batch, i = where
-    return bundle(*_BATCHES[batch][i])
+    return _write_item(_BATCHES[batch][i])
 
 
-def _workers(jobs):
-    if sum(1 for spec, *_rest in jobs if spec.password) < PARALLEL_MIN or not sys.platform.startswith("linux"):
-        return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return min(cpus, 8, len(jobs) // (PARALLEL_MIN // 2))
+def _write_item(item):
+    job, bundle_tmp, files = item
+    for tmp, data, mode in files:
+        store.write_temp(tmp, data, mode)
+    if job is None:
+        return None
+    data = bundle(*job)
+    store.write_temp(bundle_tmp, data, store.KEY_MODE)
+    return hashlib.sha256(data).hexdigest()

@@ -188,6 +188,7 @@ class Index:
         self.records = data.get("issued", [])
         self.bundles = data.get("bundles", {})
         self._serials = {(r["issuer"], r["serial"]) for r in self.records}
+        self.changed = False  # a record added since it was loaded
 
     def has_serial(self, issuer, serial_hex):
         return (issuer, serial_hex) in self._serials
@@ -203,6 +204,7 @@ class Index:
         by_name[key] = [record]  # the others are superseded (or revoked): never "valid" again
         self._by_name_len = len(self.records)
         self._serials.add((record["issuer"], record["serial"]))
+        self.changed = True
 
     def _by_name(self):
         """{(kind, name): records that may still be "valid"}, so ``add`` stays O(1) when a run issues
@@ -268,8 +270,37 @@ class Transaction:
                 self._prepared[path] = (_write_temp(path, data, mode, sync=sync), data, mode, sync)
         except BaseException as e:
             self.abort()
-            _raise_write_error(self.store, e)
+            raise_write_error(self.store, e)
             raise
+
+    def plan_temps(self, extra=()):
+        """Make the directories of everything staged and name its temp files without writing them, for
+        writers in other processes; ``extra`` [(path, mode)] stages files whose content only such a writer
+        makes (e.g. bundles). Returns {path: (temp path, data, mode)} (``data`` is ``EXTERNAL`` for ``extra``).
+        The writers must write exactly these temp files (``write_temp``); ``commit`` renames them, ``abort``
+        removes whatever was written."""
+        synced = _syncfs() is None  # without syncfs the writers fsync each file (``write_temp``)
+        for path, mode in extra:
+            self.pending[path] = (EXTERNAL, mode)
+        planned, parents = {}, set()
+        try:
+            for path, (data, mode) in self.pending.items():
+                if data is None or path in self._prepared:
+                    continue
+                self.store.check_path(path)
+                parent = os.path.dirname(path)
+                if parent not in parents:
+                    parents.add(parent)
+                    if not os.path.isdir(parent):  # made by the writer (``write_temp``), in parallel
+                        self._made += _makedirs(os.path.dirname(parent)) + [parent]
+                tmp = _temp_name(path)
+                self._prepared[path] = (tmp, data, mode, synced)
+                planned[path] = (tmp, data, mode)
+        except BaseException as e:
+            self.abort()
+            raise_write_error(self.store, e)
+            raise
+        return planned
 
     def abort(self):
         """Forget what is staged; remove the temp files and directories ``prepare`` made."""
@@ -305,6 +336,8 @@ class Transaction:
                     continue
                 if ready is not None:  # staged again since prepare(): its temp file is rewritten
                     prepared[path] = ready
+                if data is EXTERNAL:
+                    raise ValueError(f"{path}: staged for another process, which has not written it")
                 if parent not in dirs:
                     self.store.check_path(path)
                     made += _makedirs(parent)
@@ -353,7 +386,7 @@ class Transaction:
             for d in reversed(made):
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
-            _raise_write_error(self.store, e)
+            raise_write_error(self.store, e)
             raise
         else:
             for _path, old in done:
@@ -404,7 +437,7 @@ def _set_aside(path, keep):
     return old
 
 
-def _raise_write_error(store, error):
+def raise_write_error(store, error):
     """An OSError while writing the store as a PkiError naming the error (e.g. ENOSPC) and the file."""
     if isinstance(error, OSError) and not isinstance(error, PkiError):
         code = errno.errorcode.get(error.errno, "error")
@@ -413,10 +446,32 @@ def _raise_write_error(store, error):
                        + "; every file was left as it was before this run", code.lower()) from error
 
 
-def _write_temp(path, data, mode, sync=True):
-    """Write ``data`` to a temp file next to ``path`` (mode set, fsynced unless the caller syncs the
-    whole batch); returns the temp path."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+class _External(bytes):
+    """The content of a file staged by ``plan_temps(extra)``: written by another process."""
+
+
+EXTERNAL = _External()
+
+
+def _temp_name(path):
+    return f"{path}.tmp-{os.getpid()}"
+
+
+def write_temp(tmp, data, mode):
+    """Write a temp file named by ``Transaction.plan_temps`` (in a worker process): fsynced only where the
+    commit cannot sync the filesystem at once."""
+    try:
+        _write_temp(None, data, mode, sync=_syncfs() is None, tmp=tmp)
+    except FileNotFoundError:  # a new leaf's directory: plan_temps left making it to the writers
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(os.path.dirname(tmp), DIR_MODE)
+        _write_temp(None, data, mode, sync=_syncfs() is None, tmp=tmp)
+
+
+def _write_temp(path, data, mode, sync=True, tmp=None):
+    """Write ``data`` to a temp file next to ``path`` (or to ``tmp``) (mode set, fsynced unless the caller
+    syncs the whole batch); returns the temp path."""
+    tmp = tmp or _temp_name(path)
     # private (0600) from the first byte, whatever the umask; its final mode is set once it is complete
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, KEY_MODE)
     try:

@@ -1,0 +1,107 @@
+"""Many leaves in one run: forked workers write the temp files and make the bundles (pkcs12.Batch).
+
+The thresholds are lowered so a handful of leaves takes the parallel path; what it writes must be what the
+serial path writes (bundles that open with their password and hold the leaf's key, index metadata that
+matches the file), a re-run must leave every file alone, and a worker that fails must leave the store as it
+was (no temp file, no new directory, no half-set of files).
+"""
+
+import errno
+import hashlib
+import os
+import stat
+
+import pytest
+from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_pkcs12
+
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys, pkcs12
+from pkitest import by_name, issue, snapshot, temp_files
+
+P12 = {"password": "batch-pass", "encryption": "modern"}
+
+
+def _leaves(count, prefix="c"):
+    return [{"name": f"{prefix}{i}", "common_name": f"{prefix}{i}", "profile": "client", "pkcs12": P12}
+            for i in range(count)]
+
+
+@pytest.fixture
+def parallel(monkeypatch):
+    """Batches of 2+ bundles in workers; records whether each batch really ran in parallel."""
+    assert len(os.sched_getaffinity(0)) >= 2, "the parallel path needs 2 CPUs (CI has them)"
+    monkeypatch.setattr(pkcs12, "PARALLEL_MIN", 2)
+    seen = []
+    real = pkcs12.Batch.get
+
+    def get(self):
+        seen.append(self.parallel)
+        return real(self)
+    monkeypatch.setattr(pkcs12.Batch, "get", get)
+    return seen
+
+
+def test_workers_write_the_same_leaves_and_a_rerun_touches_nothing(pki, parallel):
+    results = issue(pki, "int", _leaves(6))
+    assert parallel == [True]
+    assert {r["action"] for r in results} == {"issued"}
+    index = pki.load_index()
+    for i in range(6):
+        name = f"c{i}"
+        with open(pki.leaf_path(name, "bundle.p12"), "rb") as f:
+            data = f.read()
+        key, cert, cas = crypto_pkcs12.load_key_and_certificates(data, P12["password"].encode())
+        with open(pki.leaf_path(name, "cert.pem"), "rb") as f:
+            assert cert.public_bytes(crypto_pkcs12.serialization.Encoding.PEM) == f.read()
+        assert keys.public_der(key) == keys.public_der(cert.public_key())
+        assert len(cas) == 2
+        assert index.bundles[name]["sha256"] == hashlib.sha256(data).hexdigest()
+        for f in ("key.pem", "bundle.p12"):
+            assert stat.S_IMODE(os.stat(pki.leaf_path(name, f)).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(pki.leaf_path(name)).st_mode) == 0o700
+    assert temp_files(pki.root) == []
+    before = snapshot(pki.root)
+    index_inode = os.stat(pki.index_path).st_ino
+    again = issue(pki, "int", _leaves(6))
+    assert {r["action"] for r in again} == {"unchanged"}
+    assert snapshot(pki.root) == before and os.stat(pki.index_path).st_ino == index_inode
+
+
+def test_a_failing_worker_leaves_the_store_as_it_was(pki, parallel, monkeypatch):
+    issue(pki, "int", _leaves(4))
+    real = pkcs12.bundle
+
+    def full_disk_for_c5(spec, key, cert, chain):  # runs in the forked workers
+        if cert.subject.rfc4514_string() == "CN=c5":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(spec, key, cert, chain)
+    monkeypatch.setattr(pkcs12, "bundle", full_disk_for_c5)
+    before = snapshot(pki.root)
+    with pytest.raises(Exception) as info:  # renewals of c0..c3 and new leaves c4..c7
+        issue(pki, "int", _leaves(8), force=True)
+    assert getattr(info.value, "code", None) == "enospc", info.value
+    assert snapshot(pki.root) == before
+    assert not os.path.exists(pki.leaf_path("c4"))
+
+
+def test_a_batch_of_host_keys_writes_only_certificates_and_chains(pki, parallel, monkeypatch):
+    """Host keys: no key and no bundle in the store, the certificate files still written by workers."""
+    monkeypatch.setattr(pkcs12, "PARALLEL_MIN", 1)
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki import csr as csr_mod
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    items, reports = [], {}
+    for i in range(12):
+        name = f"h{i}"
+        key = ec.generate_private_key(ec.SECP256R1())
+        req = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])).sign(key, hashes.SHA256()))
+        items.append({"name": name, "common_name": name, "profile": "client", "key_location": "host"})
+        reports[name] = csr_mod.host_report(name, req.public_bytes(serialization.Encoding.PEM))
+    results = by_name(issue(pki, "int", items, reports=reports))
+    assert parallel == [True]
+    for name, r in results.items():
+        assert r["action"] == "issued"
+        assert sorted(os.listdir(pki.leaf_path(name))) == ["ca.pem", "cert.pem", "chain.pem", "fullchain.pem"]
+    assert temp_files(pki.root) == []

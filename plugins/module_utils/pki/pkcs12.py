@@ -3,8 +3,13 @@
 import os
 import sys
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat, pkcs12
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat, pkcs12
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 # modern: AES-256-CBC with PBKDF2-HMAC-SHA256 and a SHA-256 MAC (OpenSSL 3 default; macOS 14+,
 #         Windows 10 1709+, Java 11.0.12+, Firefox, Chromium/NSS).

@@ -20,6 +20,7 @@ except ImportError:  # modules fail with missing_required_lib('cryptography'): s
 
 from . import keys, names, pem
 
+
 def _purpose_eku(purpose):
     return {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}[purpose]
 

@@ -1,12 +1,13 @@
 # mtls.rollout — development tasks. `make help` lists them; docs/development.md explains them.
 #
 #   make venv     .venv from requirements-dev.txt, and the checkout linked under .cache/collections; instant when up to date
-#   make test     system packages, lint, sanity, galaxy-check, then pytest (unit, integration, e2e): THE test command
+#   make test     system packages, lint, sanity, galaxy-check, pytest (unit, integration, e2e), newest-core: THE test command
 #   make packages install the system packages of .ci/packages.txt (root, Debian) or fail naming the missing ones
 #   make lint     ansible-lint, production profile, over roles/ and playbooks/
 #   make sanity   ansible-test sanity on a staged copy of the collection, on Python 3.11, 3.12 and 3.13
 #   make units    ansible-test units: the unit tests as ansible-test runs them (its own venv)
 #   make integration  ansible-test integration: its target runs the pytest integration tests
+#   make newest-core  sanity and one end-to-end file on the newest supported ansible-core (its own venv)
 #   make pytest   only the pytest part of `make test`
 #   make build    ansible-galaxy collection build into .cache/build/
 #   make galaxy-check  galaxy-importer (Galaxy's import checks) on the built tarball: no error, no warning
@@ -32,12 +33,21 @@ LINK := $(COLLECTIONS)/ansible_collections/mtls/rollout
 
 # ansible-test needs the collection under .../ansible_collections/mtls/rollout as a real directory
 # (it resolves symlinks), so sanity, units and integration run on a staged copy of the source files.
-SANITY_DIR := $(CACHE)/sanity/ansible_collections/mtls/rollout
+SANITY_ROOT ?= $(CACHE)/sanity
+SANITY_DIR := $(SANITY_ROOT)/ansible_collections/mtls/rollout
+# the ansible-test to run (another ansible-core's: make newest-core)
+ANSIBLE_TEST_BIN ?= $(BIN)
 SANITY_PYTHONS ?= 3.11 3.12 3.13
 UNITS_PYTHON ?= 3.12
 # ansible-test looks for pythonX.Y on PATH, where pyenv's shims answer only for its selected version:
 # .cache/pythons links each version's interpreter from ~/.pyenv/versions (or PATH).
 PYTHONS_DIR := $(CACHE)/pythons
+
+# ansible-core 2.19 (the venv's) is the oldest the collection supports (meta/runtime.yml); the newest gets a
+# venv of its own, on the Python it needs, from .ci/requirements-newest-core.txt.
+NEWEST_CORE_PYTHON ?= 3.12
+NEWEST_CORE_VENV := $(CACHE)/core-newest
+NEWEST_CORE_E2E ?= tests/e2e/test_nginx_fleet.py tests/integration/test_modules_playbook.py
 # Sanity covers what the collection runs (plugins, roles, playbooks, meta); the Python under tests/ is
 # test tooling, checked by running it. `make sanity SANITY_EXCLUDE=` includes it.
 SANITY_EXCLUDE ?= tests/
@@ -65,7 +75,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv link packages test lint sanity units integration ansible-test-stage pythons galaxy-check pytest build run undo clean
+.PHONY: help venv link packages test lint sanity units integration newest-core ansible-test-stage pythons galaxy-check pytest build run undo clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -95,6 +105,7 @@ test: venv
 	$(MAKE) sanity || failed="$$failed sanity"; \
 	$(MAKE) galaxy-check || failed="$$failed galaxy-check"; \
 	$(MAKE) pytest || failed="$$failed pytest"; \
+	$(MAKE) newest-core || failed="$$failed newest-core"; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi
 
 lint: venv
@@ -110,7 +121,7 @@ ansible-test-stage: venv
 	@test -d $(SANITY_DIR)/.git || git -C $(SANITY_DIR) init --quiet
 	@# --venv makes its virtualenvs without pip, then fetches a pip bootstrap script from a host this
 	@# machine cannot reach; the stand-in in .ci/ does the same with ensurepip + PyPI.
-	@pip_version=$$(python -c 'import re, ansible_test, os; p = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"); print(re.search(r"pip=.([0-9.]+).", open(p).read()).group(1))'); \
+	@pip_version=$$($(ANSIBLE_TEST_BIN)/python -c 'import re, ansible_test, os; p = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"); print(re.search(r"pip=.([0-9.]+).", open(p).read()).group(1))'); \
 	cache=$$HOME/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
 	if [ ! -f "$$cache" ] || grep -q 'mtls.rollout marker' "$$cache"; then \
 	  mkdir -p "$$(dirname "$$cache")" && cp $(ROOT)/.ci/ansible_test_get_pip.py "$$cache"; fi
@@ -126,9 +137,9 @@ pythons:
 # Every Python of SANITY_PYTHONS runs, even after one fails; the status is non-zero when any failed.
 sanity: ansible-test-stage pythons
 	@failed=""; for v in $(SANITY_PYTHONS); do \
-	  echo "== ansible-test sanity (Python $$v, --venv)"; \
+	  echo "== ansible-test sanity (Python $$v, --venv, ansible-core $$($(ANSIBLE_TEST_BIN)/python -c 'import ansible.release as r; print(r.__version__)'))"; \
 	  ( cd $(SANITY_DIR) && env -u ANSIBLE_COLLECTIONS_PATH PATH=$(PYTHONS_DIR):$$PATH \
-	    ansible-test sanity --venv --python $$v --color no \
+	    $(ANSIBLE_TEST_BIN)/ansible-test sanity --venv --python $$v --color no \
 	      $(foreach path,$(SANITY_EXCLUDE),--exclude $(path)) 2>&1 \
 	    | { grep -v "^WARNING: Location 'file:///opt/pypi" || true; } ) || failed="$$failed $$v"; \
 	done; \
@@ -147,6 +158,21 @@ units: ansible-test-stage pythons
 integration: ansible-test-stage
 	@echo "== ansible-test integration (--local)"
 	@cd $(SANITY_DIR) && env -u ANSIBLE_COLLECTIONS_PATH ansible-test integration --local --color no $(INTEGRATION_ARGS)
+
+# Sanity and one end-to-end file (plus the modules' playbook test) on the newest supported ansible-core.
+newest-core: pythons
+	@test -x $(NEWEST_CORE_VENV)/bin/python || $(PYTHONS_DIR)/python$(NEWEST_CORE_PYTHON) -m venv $(NEWEST_CORE_VENV)
+	@cmp -s $(ROOT)/.ci/requirements-newest-core.txt $(NEWEST_CORE_VENV)/.requirements 2>/dev/null || { \
+	  $(NEWEST_CORE_VENV)/bin/python -m pip install --quiet -r $(ROOT)/.ci/requirements-newest-core.txt 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:///opt/pypi" || true; } \
+	  && cp $(ROOT)/.ci/requirements-newest-core.txt $(NEWEST_CORE_VENV)/.requirements; }
+	@status=0; \
+	$(MAKE) sanity ANSIBLE_TEST_BIN=$(NEWEST_CORE_VENV)/bin SANITY_ROOT=$(CACHE)/sanity-newest \
+	  SANITY_PYTHONS=$(NEWEST_CORE_PYTHON) || status=1; \
+	echo "== pytest $(NEWEST_CORE_E2E) on $$($(NEWEST_CORE_VENV)/bin/ansible --version | head -n 1)"; \
+	$(NEWEST_CORE_VENV)/bin/python -m pytest -p no:cacheprovider $(NEWEST_CORE_E2E) \
+	  --junitxml=$(PYTEST_OUT)/newest-core.xml $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 # Two pytest runs (parallel unit tests, then the rest one at a time) and one closing line that
 # adds them up. pytest exits 5 when it collects nothing, e.g. before the first unit test exists.

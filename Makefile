@@ -226,4 +226,4 @@ undo: venv
 	cd $(ROOT) && ansible-playbook -i $(INVENTORY) mtls.rollout.uninstall $(if $(filter 1,$(STORE)),-e mtls_uninstall_store=true)
 
 clean:
-	rm -rf $(CACHE)/sanity $(CACHE)/build $(CACHE)/build-stage $(PYTEST_OUT) $(ROOT)/tests/output
+	rm -rf $(CACHE)/sanity $(CACHE)/sanity-newest $(CACHE)/build $(CACHE)/build-stage $(PYTEST_OUT) $(ROOT)/tests/output

@@ -170,7 +170,7 @@ newest-core: pythons
 	@status=0; \
 	$(MAKE) sanity ANSIBLE_TEST_BIN=$(NEWEST_CORE_VENV)/bin SANITY_ROOT=$(CACHE)/sanity-newest \
 	  SANITY_PYTHONS=$(NEWEST_CORE_PYTHON) || status=1; \
-	echo "== pytest $(NEWEST_CORE_E2E) on $$($(NEWEST_CORE_VENV)/bin/ansible --version | head -n 1)"; \
+	echo "== pytest $(NEWEST_CORE_E2E) on ansible-core $$($(NEWEST_CORE_VENV)/bin/python -c 'import ansible.release as r; print(r.__version__)')"; \
 	$(NEWEST_CORE_VENV)/bin/python -m pytest -p no:cacheprovider $(NEWEST_CORE_E2E) \
 	  --junitxml=$(PYTEST_OUT)/newest-core.xml $(PYTEST_ARGS) || status=1; \
 	exit $$status

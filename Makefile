@@ -1,10 +1,13 @@
 # mtls.rollout — development tasks. `make help` lists them; docs/development.md explains them.
 #
 #   make venv     .venv from requirements-dev.txt, and the checkout linked under .cache/collections; instant when up to date
-#   make test     system packages, lint, sanity, galaxy-check, then pytest (unit, integration, e2e): THE test command
+#   make test     system packages, lint, sanity, galaxy-check, pytest (unit, integration, e2e), newest-core: THE test command
 #   make packages install the system packages of .ci/packages.txt (root, Debian) or fail naming the missing ones
 #   make lint     ansible-lint, production profile, over roles/ and playbooks/
-#   make sanity   ansible-test sanity on a staged copy of the collection
+#   make sanity   ansible-test sanity on a staged copy of the collection, on Python 3.11, 3.12 and 3.13
+#   make units    ansible-test units: the unit tests as ansible-test runs them (its own venv)
+#   make integration  ansible-test integration: its target runs the pytest integration tests
+#   make newest-core  sanity and one end-to-end file on the newest supported ansible-core (its own venv)
 #   make pytest   only the pytest part of `make test`
 #   make build    ansible-galaxy collection build into .cache/build/
 #   make galaxy-check  galaxy-importer (Galaxy's import checks) on the built tarball: no error, no warning
@@ -29,9 +32,23 @@ COLLECTIONS := $(CACHE)/collections
 LINK := $(COLLECTIONS)/ansible_collections/mtls/rollout
 
 # ansible-test needs the collection under .../ansible_collections/mtls/rollout as a real directory
-# (it resolves symlinks), so sanity runs on a staged copy of the source files.
-SANITY_DIR := $(CACHE)/sanity/ansible_collections/mtls/rollout
-SANITY_PYTHON ?= 3.11
+# (it resolves symlinks), so sanity, units and integration run on a staged copy of the source files.
+SANITY_ROOT ?= $(CACHE)/sanity
+SANITY_DIR := $(SANITY_ROOT)/ansible_collections/mtls/rollout
+# the ansible-test to run (another ansible-core's: make newest-core)
+ANSIBLE_TEST_BIN ?= $(BIN)
+SANITY_PYTHONS ?= 3.11 3.12 3.13
+UNITS_PYTHON ?= 3.12
+# ansible-test looks for pythonX.Y on PATH, where pyenv's shims answer only for its selected version:
+# .cache/pythons links each version's interpreter from ~/.pyenv/versions (or PATH).
+PYTHONS_DIR := $(CACHE)/pythons
+
+# ansible-core 2.19 (the venv's) is the oldest the collection supports (meta/runtime.yml); the newest gets a
+# venv of its own, on the Python it needs, from .ci/requirements-newest-core.txt.
+NEWEST_CORE_PYTHON ?= 3.12
+NEWEST_CORE_VENV := $(CACHE)/core-newest
+NEWEST_CORE_E2E ?= tests/e2e/test_nginx_fleet.py \
+  tests/integration/test_modules_playbook.py::test_playbook_idempotent_check_diff_reissue_and_no_secrets
 # Sanity covers what the collection runs (plugins, roles, playbooks, meta); the Python under tests/ is
 # test tooling, checked by running it. `make sanity SANITY_EXCLUDE=` includes it.
 SANITY_EXCLUDE ?= tests/
@@ -42,6 +59,7 @@ BUILD_STAGE := $(CACHE)/build-stage/ansible_collections/mtls/rollout
 # (ansible-playbook runs, network namespaces, sshd, nginx) run after them, one at a time.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+INTEGRATION_ARGS ?=
 PYTEST_OUT := $(CACHE)/pytest
 
 INVENTORY ?= inventory/local.yml
@@ -58,7 +76,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv link packages test lint sanity galaxy-check pytest build run undo clean
+.PHONY: help venv link packages test lint sanity units integration newest-core ansible-test-stage pythons galaxy-check pytest build run undo clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -88,6 +106,7 @@ test: venv
 	$(MAKE) sanity || failed="$$failed sanity"; \
 	$(MAKE) galaxy-check || failed="$$failed galaxy-check"; \
 	$(MAKE) pytest || failed="$$failed pytest"; \
+	$(MAKE) newest-core || failed="$$failed newest-core"; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi
 
 lint: venv
@@ -96,21 +115,65 @@ lint: venv
 	if [ -z "$$dirs" ]; then echo "nothing to lint yet (roles/ and playbooks/ are empty)"; exit 0; fi; \
 	ansible-lint --profile production $$([ -t 1 ] || echo --nocolor) $$dirs
 
-sanity: venv
-	@echo "== ansible-test sanity (Python $(SANITY_PYTHON), --venv)"
+# The staged copy, and what ansible-test needs to make its virtualenvs on this machine.
+ansible-test-stage: venv
 	@$(ROOT)/.ci/stage-collection $(SANITY_DIR)
 	@# ansible-test lists files with git; a repository of its own keeps it from using the checkout's .gitignore
 	@test -d $(SANITY_DIR)/.git || git -C $(SANITY_DIR) init --quiet
 	@# --venv makes its virtualenvs without pip, then fetches a pip bootstrap script from a host this
 	@# machine cannot reach; the stand-in in .ci/ does the same with ensurepip + PyPI.
-	@pip_version=$$(python -c 'import re, ansible_test, os; p = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"); print(re.search(r"pip=.([0-9.]+).", open(p).read()).group(1))'); \
+	@pip_version=$$($(ANSIBLE_TEST_BIN)/python -c 'import re, ansible_test, os; p = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"); print(re.search(r"pip=.([0-9.]+).", open(p).read()).group(1))'); \
 	cache=$$HOME/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
 	if [ ! -f "$$cache" ] || grep -q 'mtls.rollout marker' "$$cache"; then \
 	  mkdir -p "$$(dirname "$$cache")" && cp $(ROOT)/.ci/ansible_test_get_pip.py "$$cache"; fi
-	@cd $(SANITY_DIR) && env -u ANSIBLE_COLLECTIONS_PATH \
-	  ansible-test sanity --venv --python $(SANITY_PYTHON) --color no \
-	    $(foreach path,$(SANITY_EXCLUDE),--exclude $(path)) 2>&1 \
+
+pythons:
+	@mkdir -p $(PYTHONS_DIR); for v in $(sort $(SANITY_PYTHONS) $(UNITS_PYTHON)); do \
+	  p=$$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null | sort -V | tail -n 1); \
+	  [ -n "$$p" ] || p=$$(command -v python$$v || true); \
+	  if [ -z "$$p" ] || ! "$$p" -c 'import venv' 2>/dev/null; then \
+	    echo "Python $$v not found (pyenv install $$v, or python$$v on PATH)" >&2; exit 1; fi; \
+	  ln -sfn "$$p" $(PYTHONS_DIR)/python$$v; done
+
+# Every Python of SANITY_PYTHONS runs, even after one fails; the status is non-zero when any failed.
+sanity: ansible-test-stage pythons
+	@failed=""; for v in $(SANITY_PYTHONS); do \
+	  echo "== ansible-test sanity (Python $$v, --venv, ansible-core $$($(ANSIBLE_TEST_BIN)/python -c 'import ansible.release as r; print(r.__version__)'))"; \
+	  ( cd $(SANITY_DIR) && env -u ANSIBLE_COLLECTIONS_PATH PATH=$(PYTHONS_DIR):$$PATH \
+	    $(ANSIBLE_TEST_BIN)/ansible-test sanity --venv --python $$v --color no \
+	      $(foreach path,$(SANITY_EXCLUDE),--exclude $(path)) 2>&1 \
+	    | { grep -v "^WARNING: Location 'file:///opt/pypi" || true; } ) || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "ansible-test sanity failed on Python$$failed" >&2; exit 1; fi
+
+# The same unit tests as `make pytest`, collected and run by ansible-test in a virtualenv of its own
+# (pytest from ansible-test, tests/unit/requirements.txt).
+units: ansible-test-stage pythons
+	@echo "== ansible-test units (Python $(UNITS_PYTHON), --venv)"
+	@cd $(SANITY_DIR) && env -u ANSIBLE_COLLECTIONS_PATH PATH=$(PYTHONS_DIR):$$PATH \
+	  ansible-test units --venv --python $(UNITS_PYTHON) --color no 2>&1 \
 	  | { grep -v "^WARNING: Location 'file:///opt/pypi" || true; }
+
+# ansible-test integration finds one target, tests/integration/targets/pytest_integration, whose
+# runme.sh runs the pytest integration tests with the project venv's Python (--local).
+integration: ansible-test-stage
+	@echo "== ansible-test integration (--local)"
+	@cd $(SANITY_DIR) && env -u ANSIBLE_COLLECTIONS_PATH ansible-test integration --local --color no $(INTEGRATION_ARGS)
+
+# Sanity and one end-to-end file (plus the modules' playbook test) on the newest supported ansible-core.
+newest-core: pythons
+	@test -x $(NEWEST_CORE_VENV)/bin/python || $(PYTHONS_DIR)/python$(NEWEST_CORE_PYTHON) -m venv $(NEWEST_CORE_VENV)
+	@cmp -s $(ROOT)/.ci/requirements-newest-core.txt $(NEWEST_CORE_VENV)/.requirements 2>/dev/null || { \
+	  $(NEWEST_CORE_VENV)/bin/python -m pip install --quiet -r $(ROOT)/.ci/requirements-newest-core.txt 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:///opt/pypi" || true; } \
+	  && cp $(ROOT)/.ci/requirements-newest-core.txt $(NEWEST_CORE_VENV)/.requirements; }
+	@status=0; \
+	$(MAKE) sanity ANSIBLE_TEST_BIN=$(NEWEST_CORE_VENV)/bin SANITY_ROOT=$(CACHE)/sanity-newest \
+	  SANITY_PYTHONS=$(NEWEST_CORE_PYTHON) || status=1; \
+	echo "== pytest $(NEWEST_CORE_E2E) on ansible-core $$($(NEWEST_CORE_VENV)/bin/python -c 'import ansible.release as r; print(r.__version__)')"; \
+	$(NEWEST_CORE_VENV)/bin/python -m pytest -p no:cacheprovider $(NEWEST_CORE_E2E) \
+	  --junitxml=$(PYTEST_OUT)/newest-core.xml $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 # Two pytest runs (parallel unit tests, then the rest one at a time) and one closing line that
 # adds them up. pytest exits 5 when it collects nothing, e.g. before the first unit test exists.
@@ -163,4 +226,4 @@ undo: venv
 	cd $(ROOT) && ansible-playbook -i $(INVENTORY) mtls.rollout.uninstall $(if $(filter 1,$(STORE)),-e mtls_uninstall_store=true)
 
 clean:
-	rm -rf $(CACHE)/sanity $(CACHE)/build $(CACHE)/build-stage $(PYTEST_OUT) $(ROOT)/tests/output
+	rm -rf $(CACHE)/sanity $(CACHE)/sanity-newest $(CACHE)/build $(CACHE)/build-stage $(PYTEST_OUT) $(ROOT)/tests/output

@@ -218,6 +218,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.mtls.rollout.plugins.module_utils import cryptography_dep
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
@@ -227,8 +228,8 @@ try:  # the PKI engine needs the cryptography library on the control node
     from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
-else:
-    ENGINE_IMPORT_ERROR = None
+else:  # the module_utils import without cryptography and record what failed
+    ENGINE_IMPORT_ERROR = cryptography_dep.import_error()
 
 
 def main():

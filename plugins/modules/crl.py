@@ -194,6 +194,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.mtls.rollout.plugins.module_utils import cryptography_dep
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
@@ -202,8 +203,8 @@ try:  # the PKI engine needs the cryptography library on the control node
     from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
-else:
-    ENGINE_IMPORT_ERROR = None
+else:  # the module_utils import without cryptography and record what failed
+    ENGINE_IMPORT_ERROR = cryptography_dep.import_error()
 
 REASONS = ["unspecified", "key_compromise", "ca_compromise", "affiliation_changed", "superseded",
            "cessation_of_operation", "privilege_withdrawn"]

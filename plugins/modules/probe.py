@@ -215,12 +215,14 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.mtls.rollout.plugins.module_utils import cryptography_dep
+
 try:  # reading certificates needs the cryptography library on the host that probes
     from ansible_collections.mtls.rollout.plugins.module_utils.probe import connect
 except ImportError:
     PROBE_IMPORT_ERROR = traceback.format_exc()
-else:
-    PROBE_IMPORT_ERROR = None
+else:  # the module_utils import without cryptography and record what failed
+    PROBE_IMPORT_ERROR = cryptography_dep.import_error()
 
 
 def main():

@@ -130,6 +130,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.mtls.rollout.plugins.module_utils import cryptography_dep
 from ansible_collections.mtls.rollout.plugins.module_utils.pki import names
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 
@@ -138,8 +139,8 @@ try:  # the PKI engine needs the cryptography library on the control node
     from ansible_collections.mtls.rollout.plugins.module_utils.pki.verify import verify
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
-else:
-    ENGINE_IMPORT_ERROR = None
+else:  # the module_utils import without cryptography and record what failed
+    ENGINE_IMPORT_ERROR = cryptography_dep.import_error()
 
 
 def _read(module, path):

@@ -1,10 +1,17 @@
 """PKI fixtures for the engine's unit tests; helpers live in pkitest.py."""
 
+import os
+import sys
+
 import pytest
 
 from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
-from pkitest import make_ca
+
+# pytest puts this directory on sys.path for pkitest; `ansible-test units` imports conftest files as
+# modules of the collection package instead, so it is put there by hand for both.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pkitest import make_ca  # noqa: E402
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_DOC = str(Path(sys.executable).parent / "ansible-doc")
+# the venv's ansible-doc; under `ansible-test units` (whose venv has none) the one ansible-test puts on PATH
+ANSIBLE_DOC = shutil.which("ansible-doc", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
 HOST_SIDE = {"install_files", "host_key", "host_pkcs12", "host_java_store"}  # stdlib only on managed hosts
 CONTROL_NODE = set(MODULES) - HOST_SIDE - {"probe"}  # probe: any host

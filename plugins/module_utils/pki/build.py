@@ -1,15 +1,20 @@
 """Certificate construction: extensions per role (CA, server, client) and the signature hash."""
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from ..cryptography_dep import record_missing
 
-EKUS = {
-    "server": [ExtendedKeyUsageOID.SERVER_AUTH],
-    "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
-    "both": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-}
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
+
+
+def ekus(profile):
+    """The extended key usages of a profile: server, client or both."""
+    server, client = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
+    return {"server": [server], "client": [client], "both": [server, client]}[profile]
 
 
 def signature_hash(issuer_key):
@@ -85,7 +90,7 @@ def leaf_certificate(spec, public_key, issuer_cert, issuer_key, serial, not_befo
     builder = (_base(subject, public_key, issuer_cert, serial, not_before, not_after)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(key_usage(digital_signature=True, key_encipherment=rsa_kex), critical=True)
-               .add_extension(x509.ExtendedKeyUsage(EKUS[spec.profile]), critical=False))
+               .add_extension(x509.ExtendedKeyUsage(ekus(spec.profile)), critical=False))
     san = ([x509.DNSName(d) for d in spec.dns] + [x509.IPAddress(i) for i in spec.ip]
            + [x509.RFC822Name(e) for e in spec.email])
     if san:

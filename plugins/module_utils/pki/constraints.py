@@ -1,6 +1,11 @@
 """Name-constraint checks, so a leaf the chain would reject is refused before it is issued."""
 
-from cryptography import x509
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 
 def _dns_within(name, base):

@@ -13,8 +13,13 @@ The CRL number increases with every signing; the last number is also kept on the
 import datetime as dt
 import os
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from . import build, pem
 from .authority import Authority
@@ -23,15 +28,14 @@ from .issuance import BACKDATE
 from .store import KEY_MODE, PUBLIC_MODE
 
 DEFAULT_VALID_DAYS = 7
-REASONS = {
-    "unspecified": None,  # RFC 5280 5.3.1: the reason code extension is then left out
-    "key_compromise": x509.ReasonFlags.key_compromise,
-    "ca_compromise": x509.ReasonFlags.ca_compromise,
-    "affiliation_changed": x509.ReasonFlags.affiliation_changed,
-    "superseded": x509.ReasonFlags.superseded,
-    "cessation_of_operation": x509.ReasonFlags.cessation_of_operation,
-    "privilege_withdrawn": x509.ReasonFlags.privilege_withdrawn,
-}
+REASONS = ("unspecified", "key_compromise", "ca_compromise", "affiliation_changed", "superseded",
+           "cessation_of_operation", "privilege_withdrawn")  # names of x509.ReasonFlags members
+
+
+def _reason_flag(reason):
+    """The x509.ReasonFlags of a REASONS name (looked up on use: cryptography may be absent at import time);
+    None for unspecified (RFC 5280 5.3.1: the reason code extension is then left out) and unknown names."""
+    return getattr(x509.ReasonFlags, reason) if reason in REASONS and reason != "unspecified" else None
 
 
 def normalise_serial(text):
@@ -209,7 +213,7 @@ def _wanted_entries(index, ca_name, now):
             continue  # RFC 5280 3.3: an expired certificate may leave the CRL
         # a record marked revoked by other means may lack the time: a stable stand-in keeps runs idempotent
         when = r.get("revoked_at") or r.get("issued_at") or r["not_before"]
-        out[int(r["serial"], 16)] = (_parse(when), REASONS.get(r.get("revocation_reason") or "unspecified"))
+        out[int(r["serial"], 16)] = (_parse(when), _reason_flag(r.get("revocation_reason") or "unspecified"))
     return out
 
 

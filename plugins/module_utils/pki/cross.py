@@ -10,13 +10,17 @@ A cross-certificate carries the subject CA's name, public key, key identifier, p
 it never outlives its signer nor the subject CA, and is issued again only for a reason, like every certificate.
 """
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-
+from ..cryptography_dep import record_missing
 from . import build, issuance, pem, renewal
 from .authority import Authority
 from .errors import PkiError
 from .store import PUBLIC_MODE
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 
 def path(store, subject_name, signer_name):

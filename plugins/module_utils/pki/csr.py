@@ -7,7 +7,12 @@ the request asks for is ignored: the certificate says what the inventory says (`
 
 from dataclasses import dataclass
 
-from cryptography import x509
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from . import keys, pem
 from .errors import PkiError

@@ -2,12 +2,17 @@
 
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from .errors import PkiError
 
-CURVES = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1}
+CURVES = ("P-256", "P-384", "P-521")
 _CURVE_ALIASES = {"secp256r1": "P-256", "prime256v1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521",
                   "p256": "P-256", "p384": "P-384", "p521": "P-521"}
 RSA_SIZES = (2048, 3072, 4096)
@@ -49,9 +54,14 @@ def key_spec(key_type="ec", key_size=None, curve=None):
     return KeySpec("ed25519")
 
 
+def _curve(name):
+    """The curve object of a CURVES name (made on use: cryptography may be absent at import time)."""
+    return {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1}[name]()
+
+
 def generate(spec):
     if spec.type == "ec":
-        return ec.generate_private_key(CURVES[spec.curve]())
+        return ec.generate_private_key(_curve(spec.curve))
     if spec.type == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=spec.size)
     return ed25519.Ed25519PrivateKey.generate()
@@ -60,7 +70,7 @@ def generate(spec):
 def spec_of(key):
     """The KeySpec of a private or public key."""
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
-        names = {cls.name: name for name, cls in CURVES.items()}
+        names = {_curve(name).name: name for name in CURVES}
         return KeySpec("ec", curve=names.get(key.curve.name, key.curve.name))
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return KeySpec("rsa", size=key.key_size)

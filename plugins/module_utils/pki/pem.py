@@ -3,8 +3,13 @@
 import datetime as dt
 import re
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from .errors import PkiError
 

@@ -4,8 +4,13 @@ import hashlib
 import os
 import sys
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat, pkcs12
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat, pkcs12
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from . import store
 

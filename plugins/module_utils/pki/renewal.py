@@ -1,9 +1,14 @@
 """Renewal policy: why (if at all) a certificate must be issued again."""
 
-from cryptography import x509
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from . import keys, pem
-from .build import EKUS, revocation_base
+from .build import ekus, revocation_base
 from .specs import NameConstraints, Subject
 
 
@@ -33,7 +38,7 @@ def key_changed(spec_key, key):
 def leaf_changes(spec, cert):
     """Names of the spec fields the certificate no longer matches."""
     changes = []
-    if pem.ekus(cert) != set(EKUS[spec.profile]):
+    if pem.ekus(cert) != set(ekus(spec.profile)):
         changes.append("profile")
     have = pem.san(cert)
     want = spec.san()

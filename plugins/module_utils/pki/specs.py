@@ -3,8 +3,13 @@
 import math
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from . import keys, names
 from .errors import PkiError
@@ -12,17 +17,22 @@ from .errors import PkiError
 ROOT_DAYS, INTERMEDIATE_DAYS, LEAF_DAYS = 3650, 1825, 365
 MAX_DAYS = 36500  # 100 years: the upper bound of valid_days and renew_before_days
 PROFILES = ("server", "client", "both")
-SUBJECT_FIELDS = {  # option name -> (OID, max length per RFC 5280 upper bounds)
-    "country": (NameOID.COUNTRY_NAME, 2),
-    "state": (NameOID.STATE_OR_PROVINCE_NAME, 128),
-    "locality": (NameOID.LOCALITY_NAME, 128),
-    "organization": (NameOID.ORGANIZATION_NAME, 64),
-    "organizational_unit": (NameOID.ORGANIZATIONAL_UNIT_NAME, 64),
-    "common_name": (NameOID.COMMON_NAME, 64),
-    "email": (NameOID.EMAIL_ADDRESS, 255),
+SUBJECT_FIELDS = {  # option name -> (NameOID attribute, max length per RFC 5280 upper bounds)
+    "country": ("COUNTRY_NAME", 2),
+    "state": ("STATE_OR_PROVINCE_NAME", 128),
+    "locality": ("LOCALITY_NAME", 128),
+    "organization": ("ORGANIZATION_NAME", 64),
+    "organizational_unit": ("ORGANIZATIONAL_UNIT_NAME", 64),
+    "common_name": ("COMMON_NAME", 64),
+    "email": ("EMAIL_ADDRESS", 255),
 }
 PKCS12_ENCRYPTIONS = ("modern", "compat")
 KEY_LOCATIONS = ("controller", "host")  # where a leaf's private key is made and kept
+
+
+def _oid(field):
+    """The OID of a SUBJECT_FIELDS field (looked up on use: cryptography may be absent at import time)."""
+    return getattr(NameOID, SUBJECT_FIELDS[field][0])
 
 
 @dataclass(frozen=True)
@@ -35,11 +45,11 @@ class Subject:
         return dict(self.attrs).get("common_name")
 
     def to_x509(self):
-        return x509.Name([x509.NameAttribute(SUBJECT_FIELDS[k][0], v) for k, v in self.attrs])
+        return x509.Name([x509.NameAttribute(_oid(k), v) for k, v in self.attrs])
 
     @classmethod
     def from_x509(cls, name):
-        by_oid = {oid: k for k, (oid, _limit) in SUBJECT_FIELDS.items()}
+        by_oid = {_oid(k): k for k in SUBJECT_FIELDS}
         found = {by_oid.get(a.oid, a.oid.dotted_string): a.value for a in name}
         return cls(tuple((k, found[k]) for k in SUBJECT_FIELDS if k in found))
 

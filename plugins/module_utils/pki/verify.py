@@ -7,15 +7,22 @@ the result says so.
 
 import ipaddress
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.x509 import verification as xv
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509 import verification as xv
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from . import keys, names, pem
 
-PURPOSE_EKU = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
+
+def _purpose_eku(purpose):
+    return {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}[purpose]
 
 
 def problem(code, message):
@@ -62,7 +69,7 @@ def _leaf_problems(cert, purpose, hostname, ip, key, min_days, now):
     ekus = pem.ekus(cert)
     if pem.is_ca(cert):
         found.append(problem("is_ca", "this is a CA certificate, not an end-entity certificate"))
-    elif ekus and PURPOSE_EKU[purpose] not in ekus:
+    elif ekus and _purpose_eku(purpose) not in ekus:
         have = ", ".join(sorted(e._name for e in ekus))
         found.append(problem("wrong_purpose", f"the certificate is not for {purpose} authentication (its extended "
                                               f"key usage is {have}): issue it with profile '{purpose}' or 'both'"))

@@ -5,8 +5,13 @@ Python and library (e.g. Debian 12's cryptography 38), so it imports nothing fro
 import datetime as dt
 import re
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)

@@ -8,7 +8,12 @@ import re
 import socket
 import ssl
 
-from cryptography import x509
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from .certs import ProbeError, der, utc_time, facts, iso, load_pem_certs, load_pem_crls, name_text, utcnow
 from .diagnosis import Observation, ip_or_none, client_depth, diagnose

@@ -4,7 +4,12 @@ items, each a plain sentence that names the cause and the fix."""
 import ipaddress
 from dataclasses import dataclass, field
 
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from .certs import der, ekus, is_ca, iso, name_text, not_after, not_before, self_signed, san, utcnow
 from .handshake import name_from_der

@@ -3,7 +3,12 @@ them to the message callback of Python's ``ssl`` (decrypted under TLS 1.3 too). 
 exactly as sent (``ssl`` has no public way to read it before 3.13) and the acceptable client CA names (no way
 at all in ``ssl``)."""
 
-from cryptography import x509
+from ..cryptography_dep import record_missing
+
+try:
+    from cryptography import x509
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 from ..host.der import oid as _oid
 

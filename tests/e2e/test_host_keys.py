@@ -253,6 +253,22 @@ def test_revoked_host_identity_gets_400(switched, fleet, inv, site_vars, pki, ou
         assert status == 200, body
 
 
+def test_a_host_key_under_two_intermediates_is_accepted_with_the_computed_depth(switched, fleet, inv, site_vars,
+                                                                               outputs):
+    """root -> client-ca -> client-ca-2 -> the client host's certificate for its own key: ssl_verify_depth 2."""
+    cas = [{"name": "root"}, {"name": "server-ca", "issuer": "root", "path_length": 0},
+           {"name": "client-ca", "issuer": "root"}, {"name": "client-ca-2", "issuer": "client-ca", "path_length": 0}]
+    deep = {**site_vars, "mtls_cas": cas, "mtls_client_issuer": "client-ca-2",
+            "mtls_nginx_client_issuers": ["client-ca-2"]}
+    run(SITE, inv, deep, outputs)
+    for i in SERVERS:
+        conf = fleet.run(i, ["cat", "/etc/nginx/conf.d/mtls-rollout.conf"]).stdout
+        assert re.search(r"ssl_verify_depth\s+2;", conf), conf
+        proc = on_client(fleet, f"curl -sS -o /dev/null -w '%{{http_code}}' --cert /etc/mtls/client/fullchain.pem "
+                                f"--key {CLIENT_KEY} https://{fleet.host(i).ip}/")
+        assert proc.stdout == "200", proc.stderr
+
+
 def test_no_host_key_bytes_anywhere_on_the_control_node(switched, fleet, pki, outputs):
     """Every run's -vvv output, the store and the control node's temp dirs hold no byte of any host key."""
     needles = outputs.needles

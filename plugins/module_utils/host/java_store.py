@@ -42,8 +42,9 @@ def _keytool(args, what):
     if not tool:
         raise JavaStoreError("the keytool command is not installed on this host (Debian: apt-get install "
                              "default-jre-headless)")
-    proc = subprocess.run([tool] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          check=False)
+    # stdlib only on managed hosts: no AnsibleModule here whose run_command could be used
+    proc = subprocess.run([tool] + args, stdin=subprocess.DEVNULL,  # pylint: disable=ansible-bad-function
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stdout.decode("utf-8", "replace").splitlines() if ln.strip()]
         raise JavaStoreError(f"{what} failed: {lines[-1] if lines else 'exit ' + str(proc.returncode)}")

@@ -15,10 +15,10 @@ from . import build, issuance, pem, renewal
 from .authority import Authority
 from .errors import PkiError
 from .store import PUBLIC_MODE
+from .verify import signed_by
 
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
 except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
     record_missing()
 
@@ -57,20 +57,12 @@ def reasons(current, subject_cert, signer_cert, now):
     if current.subject != subject_cert.subject or pem.ski(current) != pem.ski(subject_cert) or \
             current.public_key() != subject_cert.public_key():
         found.append("subject_changed")
-    if renewal.issuer_changed(current, signer_cert) or not _signed_by(current, signer_cert):
+    if renewal.issuer_changed(current, signer_cert) or not signed_by(current, signer_cert):
         found.append("issuer_changed")
     due = renewal.due(current, None, now)
     if due:
         found.append(due)
     return found
-
-
-def _signed_by(cert, ca):
-    try:
-        cert.verify_directly_issued_by(ca)
-        return True
-    except (InvalidSignature, ValueError, TypeError):
-        return False
 
 
 def ensure_cross(store, subject_name, signer_name, signer_passphrase=None, force=False, check=False, now=None):

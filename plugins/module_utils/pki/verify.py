@@ -154,14 +154,15 @@ def _unsigned_link(cert, anchors, intermediates):
     for _step in range(10):
         if current in anchors:
             return None
-        parent = next((c for c in pool if c.subject == current.issuer and c != current and _signed_by(current, c)), None)
+        parent = next((c for c in pool if c.subject == current.issuer and c != current and signed_by(current, c)), None)
         if parent is None:
             return current
         current = parent
     return None
 
 
-def _signed_by(cert, ca):
+def signed_by(cert, ca):
+    """Whether ``ca`` issued ``cert`` (names, key identifiers aside: the signature verifies with its key)."""
     try:
         cert.verify_directly_issued_by(ca)
         return True

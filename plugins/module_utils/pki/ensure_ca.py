@@ -97,18 +97,7 @@ def _reasons(spec, cert, key, issuer, force, now):
         changes.append("key_type")
     if changes:
         reasons.append("spec_changed: " + ", ".join(changes))
-    if issuer is not None and renewal.issuer_changed(cert, issuer.cert):
-        reasons.append("issuer_changed")
-    elif issuer is None and cert.issuer != cert.subject:
-        reasons.append("issuer_changed")
-    elif issuer is not None and renewal.outlives_issuer(cert, issuer.cert):
-        reasons.append("outlives_issuer")
-    due = renewal.due(cert, spec.renew_before_days, now)
-    if due:
-        reasons.append(due)
-    if force:
-        reasons.append("forced")
-    return reasons
+    return reasons + renewal.ca_lifecycle_reasons(spec, cert, issuer.cert if issuer else None, force, now)
 
 
 def _result(spec, store, action, reasons, cert, before):

@@ -74,3 +74,21 @@ def ca_changes(spec, cert):
 def _nc_key(nc):
     return (sorted(nc.permitted_dns), sorted(nc.excluded_dns), sorted(map(str, nc.permitted_ip)),
             sorted(map(str, nc.excluded_ip)), nc.critical if nc else None)
+
+
+def ca_lifecycle_reasons(spec, cert, issuer_cert, force, now):
+    """The reasons a CA certificate is issued again that do not depend on where its key lives: its issuer
+    changed (or a root is no longer self-signed), it outlives its issuer, it is due, or it is forced."""
+    reasons = []
+    if issuer_cert is not None and issuer_changed(cert, issuer_cert):
+        reasons.append("issuer_changed")
+    elif issuer_cert is None and cert.issuer != cert.subject:
+        reasons.append("issuer_changed")
+    elif issuer_cert is not None and outlives_issuer(cert, issuer_cert):
+        reasons.append("outlives_issuer")
+    when = due(cert, spec.renew_before_days, now)
+    if when:
+        reasons.append(when)
+    if force:
+        reasons.append("forced")
+    return reasons

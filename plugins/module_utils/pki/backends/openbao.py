@@ -359,18 +359,7 @@ def _reasons(spec, cert, parent, force, now):
         changes.append("key_type")
     if changes:
         reasons.append("spec_changed: " + ", ".join(changes))
-    if parent is not None and renewal.issuer_changed(cert, parent["cert"]):
-        reasons.append("issuer_changed")
-    elif parent is None and cert.issuer != cert.subject:
-        reasons.append("issuer_changed")
-    elif parent is not None and renewal.outlives_issuer(cert, parent["cert"]):
-        reasons.append("outlives_issuer")
-    due = renewal.due(cert, spec.renew_before_days, now)
-    if due:
-        reasons.append(due)
-    if force:
-        reasons.append("forced")
-    return reasons
+    return reasons + renewal.ca_lifecycle_reasons(spec, cert, parent["cert"] if parent else None, force, now)
 
 
 def _action(before, reasons, changed):

@@ -1,7 +1,7 @@
 # mtls.rollout — development tasks. `make help` lists them; docs/development.md explains them.
 #
 #   make venv     .venv from requirements-dev.txt, and the checkout linked under .cache/collections; instant when up to date
-#   make test     system packages, lint, sanity, galaxy-check, pytest (unit, integration, e2e), newest-core: THE test command
+#   make test     system packages, lint, sanity, galaxy-check, docs-check, pytest (unit, integration, e2e), newest-core: THE test command
 #   make packages install the system packages of .ci/packages.txt (root, Debian) or fail naming the missing ones
 #   make lint     ansible-lint, production profile, over roles/ and playbooks/
 #   make sanity   ansible-test sanity on a staged copy of the collection, on Python 3.11, 3.12 and 3.13
@@ -11,6 +11,7 @@
 #   make pytest   only the pytest part of `make test`
 #   make build    ansible-galaxy collection build into .cache/build/
 #   make galaxy-check  galaxy-importer (Galaxy's import checks) on the built tarball: no error, no warning
+#   make docs-check  antsibull-docs: lint the plugin, role and extra docs, and build the docsite with Sphinx
 #   make run      the main job: ansible-playbook -i inventory/local.yml mtls.rollout.site
 #   make undo     remove what `make run` installed (nginx site, client files, trust entry); STORE=1: the PKI store too
 #   make clean    remove staged copies, build output and test reports under .cache/
@@ -76,7 +77,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv link packages test lint sanity units integration newest-core ansible-test-stage pythons galaxy-check pytest build run undo clean
+.PHONY: help venv link packages test lint sanity units integration newest-core ansible-test-stage pythons galaxy-check docs-check pytest build run undo clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -105,6 +106,7 @@ test: venv
 	$(MAKE) lint || failed="$$failed lint"; \
 	$(MAKE) sanity || failed="$$failed sanity"; \
 	$(MAKE) galaxy-check || failed="$$failed galaxy-check"; \
+	$(MAKE) docs-check || failed="$$failed docs-check"; \
 	$(MAKE) pytest || failed="$$failed pytest"; \
 	$(MAKE) newest-core || failed="$$failed newest-core"; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi
@@ -206,6 +208,10 @@ galaxy-check: build
 	  echo "galaxy-importer: findings above (full log: $(BUILD_DIR)/galaxy-importer.log)" >&2; exit 1; fi; \
 	if [ "$$allowed" -gt 0 ]; then echo "galaxy-importer: no findings beyond $$allowed pending ones that .ci/galaxy-importer.allow names"; \
 	else echo "galaxy-importer: 0 errors, 0 warnings"; fi
+
+# the collection as installed (the link under .cache/collections), as antsibull-docs finds it
+docs-check: venv
+	@$(ROOT)/.ci/docs-check $(LINK)
 
 define RUN_NOTICE
 make run will, on this machine:

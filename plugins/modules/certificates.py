@@ -218,8 +218,21 @@ certificates:
       description: The certificate's name.
       type: str
     action:
-      description: V(issued), V(renewed), V(updated) (only chain files or the bundle rewritten) or V(unchanged).
+      description:
+        - V(issued), V(renewed), V(updated) (only chain files or the bundle rewritten) or V(unchanged).
+        - V(refused) when what the host sent for a key kept on the host cannot be certified (no or a bad CSR, a
+          key of another type than the item's, the key the control node had made for it, another certificate's
+          key). That item alone fails, RV(certificates[].msg) says why, and nothing of it is written, while the
+          others are issued as usual. The site and renew playbooks fail the host whose item was refused.
       type: str
+    failed:
+      description: True for a refused item (absent otherwise).
+      type: bool
+      returned: when refused
+    msg:
+      description: Why the item was refused, and what to do.
+      type: str
+      returned: when refused
     reason:
       description: Why, V(; )-joined (empty when unchanged).
       type: str
@@ -243,7 +256,7 @@ summary:
   description: How many certificates ended in each action.
   returned: always
   type: dict
-  sample: {issued: 2, renewed: 1, updated: 0, unchanged: 997}
+  sample: {issued: 2, renewed: 1, updated: 0, unchanged: 997, refused: 0}
 """
 
 import traceback
@@ -294,6 +307,14 @@ LEAF = {
 HOST_REPORT = ("csr", "held_certificate", "rotating")
 
 
+def _host_report(name, item, check):
+    """What the host sent, or the PkiError that refuses it: that fails this item only (ensure_leaves)."""
+    try:
+        return csr.host_report(name, item["csr"], item["held_certificate"], item["rotating"], check)
+    except PkiError as e:
+        return e
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -314,17 +335,18 @@ def main():
     try:
         items = [{k: v for k, v in item.items() if k not in HOST_REPORT} for item in p["certificates"]]
         leaf_specs = [specs.leaf_spec(item, defaults) for item in items]
-        reports = {spec.name: csr.host_report(spec.name, item["csr"], item["held_certificate"], item["rotating"],
-                                              module.check_mode)
+        reports = {spec.name: _host_report(spec.name, item, module.check_mode)
                    for spec, item in zip(leaf_specs, p["certificates"]) if spec.key_location == "host"}
         results = ensure_leaves(Store(p["pki_dir"]), p["issuer"], leaf_specs, p["issuer_passphrase"],
                                 p["renew_before_days"], p["force"], module.check_mode, reports=reports)
     except PkiError as e:
         module.fail_json(**module_args.fail_json_kwargs(e))
-    summary = dict.fromkeys(("issued", "renewed", "updated", "unchanged"), 0)
+    summary = dict.fromkeys(("issued", "renewed", "updated", "unchanged", "refused"), 0)
     diffs = []
     for r in results:
         summary[r["action"]] += 1
+        if r.get("failed"):
+            module.warn(f"certificate {r['name']!r} refused: {r['msg']}")
         for warning in r.pop("warnings"):
             module.warn(warning)
         before = r.pop("before")

@@ -84,6 +84,25 @@ def snapshot(root):
     return found
 
 
+def assert_item_refused(store, call, name, *needles, code=None):
+    """``call()`` must return results (a list, or a dict by name) in which item ``name`` alone failed, its ``msg``
+    naming every needle, with nothing of that leaf written; returns the results by name."""
+    before = snapshot(store.root)
+    results = call()
+    by_name = results if isinstance(results, dict) else {r["name"]: r for r in results}
+    result = by_name[name]
+    assert result["failed"] and result["action"] == "refused" and not result["changed"], result
+    for needle in needles:
+        assert needle in result["msg"], f"{needle!r} not named in: {result['msg']}"
+    if code is not None:
+        assert result["code"] == code, result["msg"]
+    leaf = os.path.join("certs", name) + os.sep
+    assert {k: v for k, v in snapshot(store.root).items() if k.startswith(leaf)} == \
+        {k: v for k, v in before.items() if k.startswith(leaf)}, "a refused item changed its leaf in the store"
+    assert not temp_files(store.root)
+    return by_name
+
+
 def temp_files(root):
     return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if ".tmp-" in f]
 

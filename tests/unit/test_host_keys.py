@@ -11,7 +11,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ansible_collections.mtls.rollout.plugins.module_utils.pki import csr, keys, pem, specs
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
-from pkitest import DAY, assert_refused, issue, make_ca, snapshot, utcnow
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
+from pkitest import DAY, assert_item_refused, assert_refused, issue, make_ca, snapshot, utcnow
 
 NOW = utcnow()
 WEB = {"name": "web", "common_name": "web.example.com", "ip": ["10.0.0.1"], "key_location": "host"}
@@ -120,7 +121,8 @@ def test_unusable_csr_is_refused_naming_the_certificate(pki, bad, needle):
 
 
 def test_missing_report_is_refused(pki):
-    assert_refused(pki, lambda: ensure_leaves(pki, "int", [specs.leaf_spec(WEB)], now=NOW), "no report", "'web'")
+    assert_item_refused(pki, lambda: ensure_leaves(pki, "int", [specs.leaf_spec(WEB)], now=NOW), "web", "no report",
+                        "'web'", code="no_csr")
 
 
 def test_second_run_from_the_host_report_is_unchanged(deployed, hosts):
@@ -185,14 +187,14 @@ def test_the_pushed_controller_key_is_never_certified_as_a_host_key(pki):
     issue(pki, "int", [dict(WEB, key_location="controller")], now=NOW)
     pushed = keys.from_pem(open(pki.leaf_path("web", "key.pem"), "rb").read(), "key.pem")
     report = csr.host_report("web", make_csr(pushed))
-    assert_refused(pki, lambda: ensure_leaves(pki, "int", [specs.leaf_spec(WEB)], reports={"web": report}, now=NOW),
-                   "has travelled", code="key_location_changed")
+    assert_item_refused(pki, lambda: ensure_leaves(pki, "int", [specs.leaf_spec(WEB)], reports={"web": report},
+                                                   now=NOW), "web", "has travelled", code="key_location_changed")
 
 
 def test_key_type_other_than_the_inventory_is_refused(pki):
     report = csr.host_report("web", make_csr(keys.generate(keys.key_spec("rsa", 2048))))
-    assert_refused(pki, lambda: ensure_leaves(pki, "int", [specs.leaf_spec(WEB)], reports={"web": report}, now=NOW),
-                   "rsa 2048", "ec P-256", code="key_type")
+    assert_item_refused(pki, lambda: ensure_leaves(pki, "int", [specs.leaf_spec(WEB)], reports={"web": report},
+                                                   now=NOW), "web", "rsa 2048", "ec P-256", code="key_type")
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "rsa"])
@@ -222,12 +224,50 @@ def test_a_host_key_that_is_another_leafs_key_is_refused(deployed, hosts):
     clone = Host()
     clone.key = hosts["web"].key
     item = dict(WEB, name="web2", common_name="web2.example.com")
-    assert_refused(deployed, lambda: run(deployed, [item], {"web2": clone}), "'web2'", "'web'", "cloned host",
-                   code="key_reused")
+    assert_item_refused(deployed, lambda: run(deployed, [item], {"web2": clone}), "web2", "'web2'", "'web'",
+                        "cloned host", code="key_reused")
 
 
 def test_two_cloned_hosts_offering_one_key_in_the_same_run_are_refused(pki):
     first, clone = Host(), Host()
     clone.key = first.key
     items = [WEB, dict(WEB, name="web2", common_name="web2.example.com")]
-    assert_refused(pki, lambda: run(pki, items, {"web": first, "web2": clone}), "'web2'", "'web'", code="key_reused")
+    results = assert_item_refused(pki, lambda: run(pki, items, {"web": first, "web2": clone}), "web2", "'web2'",
+                                  "'web'", code="key_reused")
+    assert results["web"]["action"] == "issued" and "failed" not in results["web"]
+
+
+def test_a_refused_host_report_fails_its_item_only(deployed, hosts):
+    """One host sends a key of another type, one a CSR that did not verify (the module passes the PkiError):
+    those two items fail, nothing of them is written, and the other items are renewed or left alone as usual."""
+    odd = Host("rsa")
+    bad = pytest.raises(PkiError, csr.host_report, "bad", b"").value
+    items = [dict(WEB, force=True), ALICE, dict(WEB, name="odd", common_name="odd.example.com"),
+             dict(WEB, name="bad", common_name="bad.example.com")]
+    leaf_specs = [specs.leaf_spec(i) for i in items]
+    reports = {"web": hosts["web"].report("web"), "alice": hosts["alice"].report("alice"),
+               "odd": odd.report("odd"), "bad": bad}
+    results = assert_item_refused(deployed, lambda: ensure_leaves(deployed, "int", leaf_specs, reports=reports,
+                                                                  now=NOW), "odd", "'odd'", "rsa", code="key_type")
+    assert results["bad"]["failed"] and results["bad"]["code"] == "no_csr" and "'bad'" in results["bad"]["msg"]
+    assert not os.path.exists(deployed.leaf_path("bad", ""))
+    assert results["web"]["action"] == "renewed" and results["alice"]["action"] == "unchanged"
+    assert [r["name"] for r in results.values()] == ["web", "alice", "odd", "bad"]
+
+
+def test_a_travelled_key_is_refused_after_the_switch_forever(pki, hosts):
+    """Controller -> host switch, then the host offers the pushed key again (a canary rollback restored it): the
+    store no longer holds that key, the index remembers it; refused, for this leaf and for any other."""
+    issue(pki, "int", [dict(WEB, key_location="controller")], now=NOW)
+    pushed = keys.from_pem(open(pki.leaf_path("web", "key.pem"), "rb").read(), "key.pem")
+    assert "key_location_changed" in run(pki, [WEB], hosts)["web"]["reasons"]  # switched: the host's own key
+    hosts["web"].install(pki, "web")
+    assert not os.path.exists(pki.leaf_path("web", "key.pem"))
+    rolled_back = Host()
+    rolled_back.key = pushed
+    assert_item_refused(pki, lambda: run(pki, [WEB], {"web": rolled_back}, now=NOW + 30 * DAY), "web",
+                        "'web'", "has travelled", "never certified again", code="key_location_changed")
+    other = dict(WEB, name="web3", common_name="web3.example.com")
+    assert_item_refused(pki, lambda: run(pki, [other], {"web3": rolled_back}), "web3", "'web'", "'web3'",
+                        "has travelled", code="key_location_changed")
+    assert run(pki, [WEB], hosts, now=NOW + 30 * DAY)["web"]["action"] == "unchanged"

@@ -2,7 +2,9 @@
 
 A leaf's key is made in the store (``key_location`` controller) or on the host that uses it (``host``):
 then the host reports the public key of its key (a CSR) and the certificate it holds (``csr.HostReport``),
-the same renewal policy decides from that, and only certificates and chains are written here.
+the same renewal policy decides from that, and only certificates and chains are written here. A host's
+report the control node refuses (``HOST_REFUSALS``) fails that item alone: its result has ``failed`` and ``msg``,
+and nothing of it is written, while the other items are issued or left alone as usual.
 """
 
 import hashlib
@@ -17,6 +19,10 @@ from .authority import Authority
 from .errors import PkiError
 from .store import KEY_MODE
 
+# what a host reports that refuses its item only (the others go on): no or a bad CSR, a key of another type than
+# the inventory's, the key the control node had pushed (it travelled), the key of another leaf
+HOST_REFUSALS = ("no_csr", "bad_csr", "key_type", "key_location_changed", "key_reused")
+
 
 @dataclass
 class Plan:
@@ -30,13 +36,15 @@ class Plan:
     warnings: list = field(default_factory=list)
     bundle_change: object = None  # 'bundle.p12' when the bundle is (re)written or removed
     undeployed: bool = False  # host key: the store's certificate for it has not reached the host yet
+    refused: object = None  # the PkiError of a host report refused for this item alone (HOST_REFUSALS)
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
                   check=False, now=None, reports=None):
     """Issue, renew or leave alone every spec in ``specs``; returns one result dict per spec, in order.
 
-    ``reports`` maps the name of each leaf whose key is on its host to that host's ``csr.HostReport``."""
+    ``reports`` maps the name of each leaf whose key is on its host to that host's ``csr.HostReport`` (or the
+    ``PkiError`` that refused what the host sent: that item fails alone)."""
     now = now or pem.utcnow()
     reports = reports or {}
     seen = set()
@@ -56,8 +64,9 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             return [dict(_result(store, Plan(s, reasons=["missing"], new_key=True), None, [], True),
                          warnings=[f"check mode: issuer {issuer_name!r} does not exist yet ({e})"]) for s in specs]
         holders = key_reuse.Holders(store)
-        plans = [_plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name), holders)
-                 for spec in specs]
+        planned = [_plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name), holders, index)
+                   for spec in specs]
+        plans = [p for p in planned if p.refused is None]
         for p in plans:
             p.warnings += sweep.get(p.spec.name, [])
         issuing = [p for p in plans if p.reasons]
@@ -80,8 +89,9 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             if not check:
                 batch = _start_writing(store, txn, auth, plans, index)
             # built while worker processes (if any) write the files and make the bundles
-            results = [_result(store, p, before, d, check and bool(p.reasons))
-                       for p, before, d in zip(plans, befores, derived)]
+            done = {id(p): _result(store, p, before, d, check and bool(p.reasons))
+                    for p, before, d in zip(plans, befores, derived)}
+            results = [_refused_result(p) if p.refused is not None else done[id(p)] for p in planned]
             if check:
                 return results
             _finish_bundles(store, txn, auth, plans, index, batch)
@@ -98,10 +108,23 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
                 batch.close()
 
 
-def _plan(store, auth, spec, renew_before_days, force, now, report, holders):
+def _plan(store, auth, spec, renew_before_days, force, now, report, holders, index):
+    if spec.key_location != "host":
+        return _plan_one(store, auth, spec, renew_before_days, force, now, report, holders, index)
+    try:
+        if isinstance(report, PkiError):
+            raise report
+        return _plan_one(store, auth, spec, renew_before_days, force, now, report, holders, index)
+    except PkiError as e:
+        if e.code not in HOST_REFUSALS:
+            raise
+        return Plan(spec, refused=e)
+
+
+def _plan_one(store, auth, spec, renew_before_days, force, now, report, holders, index):
     p = Plan(spec)
     if spec.key_location == "host":
-        _held_on_host(p, store, report)
+        _held_on_host(p, store, report, index)
     else:
         _held_in_store(p, store, holders)
     if p.cert is not None:
@@ -158,8 +181,15 @@ def _stored_cert(p, store):
         return None
 
 
-def _held_on_host(p, store, report):
-    """The host's key (its CSR's public key) and the certificate it holds; never a key from the store."""
+def _travelled(what, name):
+    return PkiError(f"the host offers the key the control node made for {what} (its key_location was controller): "
+                    f"that key has travelled, so it is never certified again{name}; let mtls.rollout.host_key make "
+                    f"a new key on the host (mtls_rotate_keys) and send its CSR", "key_location_changed")
+
+
+def _held_on_host(p, store, report, index):
+    """The host's key (its CSR's public key) and the certificate it holds; never a key from the store, nor one
+    that ever was in it (``Index.travelled``)."""
     spec, what = p.spec, f"certificate {p.spec.name!r}"
     if report is None:
         raise PkiError(f"{what} has key_location host but no report from its host: pass the host's csr "
@@ -168,14 +198,15 @@ def _held_on_host(p, store, report):
         raise PkiError(f"the host's key for {what} is {keys.spec_of(report.public_key)} but the inventory asks "
                        f"for {spec.key}: let mtls.rollout.host_key make a key of that type (it does so when "
                        f"key_type changes) and send its CSR", "key_type")
+    if report.public_key is not None:
+        pushed_for = index.travelled_for(keys.public_der(report.public_key))
+        if pushed_for is not None:
+            raise _travelled(what, "" if pushed_for == spec.name else f" (it was certificate {pushed_for!r}'s)")
     stored_key = store.read(store.leaf_path(spec.name, "key.pem"))
     if stored_key is not None and report.public_key is not None:
         pushed = keys.from_pem(stored_key, store.leaf_path(spec.name, "key.pem"))
         if keys.public_der(pushed) == keys.public_der(report.public_key):
-            raise PkiError(f"the host offers the key the control node made for {what} (its key_location was "
-                           f"controller): that key has travelled, so it is not certified again; let "
-                           f"mtls.rollout.host_key make a new key on the host (rotate) and send its CSR",
-                           "key_location_changed")
+            raise _travelled(what, "")
         p.reasons.append("key_location_changed")
     elif stored_key is not None:
         p.reasons.append("key_location_changed")
@@ -264,9 +295,11 @@ def _stage_files(store, txn, auth, p, index, check):
         derived.append("cert.pem")  # the store keeps the certificate the host holds (e.g. after a lost file)
         if not check:
             txn.write(path("cert.pem"), pem.to_pem(p.cert))
-    if p.spec.key_location == "host" and store.read(path("key.pem")) is not None:
-        derived.append("key.pem")  # key_location_changed: the pushed key leaves the store
+    pushed = store.read(path("key.pem")) if p.spec.key_location == "host" else None
+    if pushed is not None:
+        derived.append("key.pem")  # key_location_changed: the pushed key leaves the store, remembered as travelled
         if not check:
+            index.add_travelled(keys.public_der(keys.from_pem(pushed, path("key.pem"))), p.spec.name)
             txn.remove(path("key.pem"))
     chain, root = _issuer_pems(auth)
     for f, data in (("chain.pem", chain), ("fullchain.pem", pem.to_pem(p.cert) + chain), ("ca.pem", root)):
@@ -390,6 +423,14 @@ def _stage_bundle(txn, p, auth, index, data=None, digest=None):
                                   "encryption": p.spec.pkcs12.encryption}
     if data is not None:
         txn.write(path, data, KEY_MODE)
+
+
+def _refused_result(p):
+    """The result of an item refused alone: it failed, ``msg`` says why; nothing of it was written."""
+    spec = p.spec
+    return {"name": spec.name, "changed": False, "failed": True, "action": "refused", "msg": str(p.refused),
+            "code": p.refused.code, "reasons": [], "reason": "", "profile": spec.profile,
+            "key_location": spec.key_location, "warnings": [], "key_rotated": False, "before": None}
 
 
 def _result(store, p, before, derived, pending_issue):

@@ -4,6 +4,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import re
@@ -171,6 +172,9 @@ def index_problem(data):
         return f"'issued' must be a list, got a {type(issued).__name__}"
     if not isinstance(bundles, dict):
         return f"'bundles' must be an object, got a {type(bundles).__name__}"
+    travelled = data.get("travelled", {})
+    if not isinstance(travelled, dict) or not all(isinstance(v, str) for v in travelled.values()):
+        return "'travelled' must be an object of SPKI SHA-256 -> certificate name"
     for i, r in enumerate(issued):
         if not isinstance(r, dict):
             return f"issued[{i}] must be an object, got {r!r}"
@@ -181,12 +185,14 @@ def index_problem(data):
 
 
 class Index:
-    """The issuance record: every certificate issued (serial, names, status) and bundle metadata."""
+    """The issuance record: every certificate issued (serial, names, status), bundle metadata, and the keys
+    that travelled (made by the control node, then left it when their leaf's key moved to its host)."""
 
     def __init__(self, data=None):
         data = data or {}
         self.records = data.get("issued", [])
         self.bundles = data.get("bundles", {})
+        self.travelled = data.get("travelled", {})  # SHA-256 of the key's SubjectPublicKeyInfo -> leaf name
         self._serials = {(r["issuer"], r["serial"]) for r in self.records}
         self.changed = False  # a record added since it was loaded
 
@@ -217,6 +223,15 @@ class Index:
             self._by_name_of, self._by_name_len = self.records, len(self.records)
         return self._by_name_map
 
+    def add_travelled(self, public_der, name):
+        """Remember a key the control node made for leaf ``name`` and gave away: it is never certified again."""
+        self.travelled[hashlib.sha256(public_der).hexdigest()] = name
+        self.changed = True
+
+    def travelled_for(self, public_der):
+        """The leaf whose pushed key this is (``public_der``: its SubjectPublicKeyInfo), or None."""
+        return self.travelled.get(hashlib.sha256(public_der).hexdigest())
+
     def current(self, kind, name):
         for r in reversed(self.records):
             if r["kind"] == kind and r["name"] == name:
@@ -224,8 +239,10 @@ class Index:
         return None
 
     def dumps(self):
-        return json.dumps({"version": 1, "issued": self.records, "bundles": self.bundles},
-                          indent=1, sort_keys=True).encode() + b"\n"
+        data = {"version": 1, "issued": self.records, "bundles": self.bundles}
+        if self.travelled:
+            data["travelled"] = self.travelled
+        return json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
 
 
 class Transaction:

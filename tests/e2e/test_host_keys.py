@@ -306,3 +306,26 @@ def test_a_corrupted_key_fails_that_host_only_and_changes_nothing(switched, flee
     assert f"{SERVER_KEY} is not a readable private key" in out
     assert counts[fleet.host(SERVERS[0]).name]["failed"] == 0
     assert read(fleet, bad, SERVER_KEY) == damaged and served_pubkey(fleet.host(bad).ip) == served
+
+
+def test_a_cloned_host_key_fails_that_host_only(switched, fleet, inv, site_vars, pki, outputs):
+    """Server 2 offers server 1's key (a host cloned from another's image): the control node refuses to certify it
+    a second time. Server 2 fails, saying why, with nothing of it changed; server 1 gets its new certificate and
+    the client goes on, in the same run."""
+    clone, source = fleet.host(SERVERS[1]), fleet.host(SERVERS[0])
+    key = base64.b64encode(read(fleet, SERVERS[0], SERVER_KEY)).decode()
+    fleet.run(SERVERS[1], ["sh", "-c", f"chmod 600 {SERVER_KEY} && echo {key} | base64 -d > {SERVER_KEY} && "
+                                       f"chmod 400 {SERVER_KEY}"], check=True)
+    stored = open(f"{pki}/certs/{clone.name}-server/cert.pem", "rb").read()
+    served = served_pubkey(clone.ip)
+    rc, out = run(SITE, inv, {**site_vars, "mtls_server_certificate": {"dns": ["clone.example.com"]}}, outputs,
+                  check=False)
+    counts = recap(out)
+    assert rc != 0 and counts[clone.name]["failed"] == 1, out[-3000:]
+    assert f"certificate '{clone.name}-server' is the key of certificate '{source.name}-server'" in out
+    assert counts[source.name]["failed"] == 0 and counts[fleet.host(CLIENT).name]["failed"] == 0
+    assert "DNS:clone.example.com" in subprocess.run(
+        f"openssl s_client -connect {source.ip}:443 </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName",
+        shell=True, capture_output=True, text=True, timeout=30).stdout
+    assert open(f"{pki}/certs/{clone.name}-server/cert.pem", "rb").read() == stored
+    assert served_pubkey(clone.ip) == served

@@ -6,10 +6,14 @@ import pytest
 
 from tests.e2e.helpers import ansible_env
 from tests.no_skips import missing
-from tests.harness.pytest_fixture import make_fleet, make_module_fleet  # noqa: F401 - fixtures, used by name
+from tests.harness import pytest_fixture
+
+# the test fleets' fixtures, used by name
+make_fleet = pytest_fixture.make_fleet
+make_module_fleet = pytest_fixture.make_module_fleet
 
 
 @pytest.fixture(scope="session")
 def ansible_ok():
-    if subprocess.run(["ansible-playbook", "--version"], capture_output=True, env=ansible_env()).returncode:
+    if subprocess.run(["ansible-playbook", "--version"], capture_output=True, env=ansible_env(), check=False).returncode:
         missing("ansible-playbook is not available")

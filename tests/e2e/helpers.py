@@ -24,7 +24,7 @@ def run_playbook(playbook, inventory, extra_vars=None, *args, check=True):
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     argv += list(args)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=ROOT, timeout=900)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=ROOT, timeout=900, check=False)
     out = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
         if os.environ.get("MTLS_PLAYBOOK_LOG"):  # the whole output, for debugging a failed run
@@ -51,8 +51,8 @@ def curl(url, cert=None, key=None, cacert=None, resolve=None):
         argv += ["--cacert", cacert]
     if resolve:
         argv += ["--resolve", resolve]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    body, _, status = proc.stdout.rpartition("\n")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    body, _sep, status = proc.stdout.rpartition("\n")
     return int(status or 0), body + proc.stderr
 
 

@@ -91,7 +91,7 @@ def on_client(fleet, command, user=None):
     """Run a shell command on the client host over ssh (as root, or as ``user``); CompletedProcess."""
     if user:
         command = f"runuser -u {user} -- sh -c {shlex.quote(command)}"
-    return subprocess.run(fleet.ssh_argv(CLIENT, command), capture_output=True, text=True, timeout=120)
+    return subprocess.run(fleet.ssh_argv(CLIENT, command), capture_output=True, text=True, timeout=120, check=False)
 
 
 def read_bytes(fleet, path):
@@ -158,7 +158,7 @@ def test_first_run_installs_the_client_and_never_shows_the_password(deployed, fl
 
 
 def test_identity_files_are_the_store_files_byte_for_byte_with_owner_and_mode(deployed, fleet, client, pki,
-                                                                             key_location):
+                                                                              key_location):
     store = f"{pki}/certs/{client.name}"
     expected = {"cert.pem": ("cert.pem", "644"), "key.pem": ("key.pem", "600"),
                 "fullchain.pem": ("fullchain.pem", "644"), "ca.pem": ("ca.pem", "644"),
@@ -182,7 +182,7 @@ def test_curl_verifies_the_servers_through_the_system_trust_store(deployed, flee
         proc = on_client(fleet, f"curl -sS --max-time 10 --cert {CLIENT_DIR}/cert.pem --key {CLIENT_DIR}/key.pem "
                                 f"-w '\\n%{{http_code}}' {url}", user=USER)
         assert proc.returncode == 0, proc.stderr
-        body, _, status = proc.stdout.rpartition("\n")
+        body, _sep, status = proc.stdout.rpartition("\n")
         assert status == "200", proc.stdout
         page = json.loads(body)
         assert page["client_s_dn"] == f"CN={client.name}" and page["client_verify"] == "SUCCESS"
@@ -242,7 +242,7 @@ def auto_select_policy(fleet):
     rules = [json.dumps({"pattern": f"https://{fleet.host(i).ip}", "filter": {"ISSUER": {"CN": "mtls.rollout Client CA"}}})
              for i in SERVERS]
     text = json.dumps({"AutoSelectCertificateForUrls": rules})
-    fleet.run(CLIENT, ["sh", "-c", f'mkdir -p "$(dirname "$0")" && printf %s "$1" > "$0"', POLICY, text], check=True)
+    fleet.run(CLIENT, ["sh", "-c", 'mkdir -p "$(dirname "$0")" && printf %s "$1" > "$0"', POLICY, text], check=True)
     yield
     fleet.run(CLIENT, ["rm", "-f", POLICY], check=True)
 
@@ -261,16 +261,16 @@ def test_chromium_presents_the_certificate_from_the_nss_database(deployed, fleet
 def test_chromium_without_the_certificate_gets_400_and_without_the_ca_does_not_connect(deployed, fleet):
     url = urls(fleet)[0]
     # A fresh NSS database with only the root CA, no policy: the server verifies, no certificate is sent.
-    dom, err, _ = chromium(fleet, url, new_nss_home(fleet, with_ca=True), "client-chromium-without-certificate")
+    dom, err = chromium(fleet, url, new_nss_home(fleet, with_ca=True), "client-chromium-without-certificate")[:2]
     assert "400 No required SSL certificate was sent" in dom, dom[:2000] + err[-2000:]
     # An empty NSS database: the server does not verify (no --ignore-certificate-errors anywhere).
-    dom, err, _ = chromium(fleet, url, new_nss_home(fleet, with_ca=False), "client-chromium-without-ca")
+    dom, err = chromium(fleet, url, new_nss_home(fleet, with_ca=False), "client-chromium-without-ca")[:2]
     assert "ERR_CERT_AUTHORITY_INVALID" in err, err[-2000:]
     assert "client_s_dn" not in dom
 
 
 def test_second_run_changes_nothing(deployed, inventory, site_vars):
-    _, out = run_playbook(SITE, inventory, site_vars)
+    out = run_playbook(SITE, inventory, site_vars)[1]
     for host, counts in recap(out).items():
         assert counts["changed"] == 0, f"{host} changed on the second run:\n{out[-4000:]}"
 
@@ -279,7 +279,7 @@ def test_compat_bundle_replaces_the_modern_one_and_opens_with_openssl_legacy_and
         deployed, fleet, client, inventory, site_vars, key_location):
     compat = {**site_vars, "mtls_client_pkcs12_encryption": "compat"}
     limit = ("--limit", f"localhost,{client.name}")
-    _, out = run_playbook(SITE, inventory, compat, *limit)
+    out = run_playbook(SITE, inventory, compat, *limit)[1]
     assert recap(out)[client.name]["changed"] > 0
     assert SECRET not in out
     proc = fleet.run(CLIENT, ["env", f"PW={PASSWORD}", "openssl", "pkcs12", "-legacy", "-in",
@@ -305,7 +305,7 @@ def test_absent_removes_everything_and_a_second_absent_run_changes_nothing(
     limit = ("--limit", f"localhost,{client.name}")
     root_pem = squash(open(f"{pki}/certs/{client.name}/ca.pem").read())
     assert root_pem in squash(fleet.run(CLIENT, ["cat", SYSTEM_BUNDLE]).stdout)
-    _, out = run_playbook(SITE, inventory, absent, *limit)
+    out = run_playbook(SITE, inventory, absent, *limit)[1]
     assert recap(out)[client.name]["changed"] > 0
     for path in ["cert.pem", "key.pem", "fullchain.pem", "ca.pem", "client.p12"]:
         assert not exists(fleet, f"{CLIENT_DIR}/{path}"), path
@@ -318,6 +318,5 @@ def test_absent_removes_everything_and_a_second_absent_run_changes_nothing(
     # The servers no longer verify through the system store (curl exit 60: unknown issuer).
     proc = on_client(fleet, f"curl -sS --max-time 10 -o /dev/null {urls(fleet)[0]}")
     assert proc.returncode == 60, proc.stderr
-    _, out = run_playbook(SITE, inventory, absent, *limit)
+    out = run_playbook(SITE, inventory, absent, *limit)[1]
     assert recap(out)[client.name]["changed"] == 0, out[-4000:]
-

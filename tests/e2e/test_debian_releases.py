@@ -51,7 +51,7 @@ def deployed(fleet, site_vars):
 
 
 def on(fleet, i, command):
-    return subprocess.run(fleet.ssh_argv(i, command), capture_output=True, text=True, timeout=60)
+    return subprocess.run(fleet.ssh_argv(i, command), capture_output=True, text=True, timeout=60, check=False)
 
 
 def serial(site_vars, name):
@@ -124,7 +124,7 @@ def test_renew_reissues_everything_and_clients_still_get_200(deployed, fleet, si
     for s in SERVERS:  # each nginx serves its new certificate
         served = subprocess.run(f"openssl s_client -connect {fleet.host(s).ip}:443 </dev/null 2>/dev/null"
                                 " | openssl x509 -noout -serial", shell=True, capture_output=True, text=True,
-                                timeout=30).stdout
+                                timeout=30, check=False).stdout
         assert served == serial(site_vars, f"{fleet.host(s).name}-server")
     found = handshakes(fleet)
     assert all(v == "200" for v in found.values()), found

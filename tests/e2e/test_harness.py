@@ -26,11 +26,7 @@ if str(ROOT) not in sys.path:
 
 from tests.harness import Fleet, HarnessError  # noqa: E402
 from tests.harness import network  # noqa: E402
-from tests.harness.pytest_fixture import (  # noqa: E402,F401  (fixtures are used by name)
-    harness_skip_reason,
-    make_fleet,
-    make_module_fleet,
-)
+from tests.harness.pytest_fixture import harness_skip_reason  # noqa: E402  (the fleet fixtures: e2e/conftest.py)
 
 SKIP_REASON = harness_skip_reason()
 pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
@@ -82,6 +78,7 @@ def ansible(fleet: Fleet, env: dict[str, str], pattern: str, module: str, args: 
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}"
     return {path.name: json.loads(path.read_text()) for path in tree.iterdir()}
@@ -339,7 +336,7 @@ def test_subnet_in_use_is_refused_with_a_clear_error(fleet: Fleet, tmp_path: Pat
 
 def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "tests.harness", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tests.harness", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert not check or done.returncode == 0, done.stderr
     return done
@@ -365,7 +362,7 @@ def test_cli_create_then_destroy_from_another_process_leaves_nothing(tmp_path: P
     assert summary["groups"] == {"mtls_servers": ["cli-1", "cli-2", "cli-3"], "mtls_clients": ["cli-3"]}
     assert summary["instances"][0]["identity_file"] == str(state / "id_ed25519")
     fleet = Fleet.load(state)
-    ssh = subprocess.run(fleet.ssh_argv(2, "hostname"), capture_output=True, text=True, timeout=30)
+    ssh = subprocess.run(fleet.ssh_argv(2, "hostname"), capture_output=True, text=True, timeout=30, check=False)
     assert ssh.stdout.strip() == "cli-2", ssh.stderr
 
     started = time.monotonic()
@@ -382,7 +379,7 @@ def test_destroy_after_the_creating_process_crashed(tmp_path: Path) -> None:
         f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); from tests.harness import create; "
         f"create('crashed', 2, {str(state)!r}, subnet_index='auto'); os.kill(os.getpid(), 9)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == -9, done.stderr
     fleet = Fleet.load(state)
     assert all(_banner(h.ip).startswith(b"SSH-") for h in fleet.hosts)  # hosts outlive their creator
@@ -435,6 +432,7 @@ def test_fixture_destroys_fleets_of_a_failing_test(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert done.returncode == 1 and "this test fails on purpose" in done.stdout, done.stdout + done.stderr
     state_dir, namespaces = json.loads(record.read_text())
@@ -468,6 +466,7 @@ def test_refuses_to_run_without_root() -> None:
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     assert done.returncode == 1
     assert "must run as root" in done.stderr

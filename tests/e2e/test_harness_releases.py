@@ -87,7 +87,7 @@ def test_a_failed_build_leaves_nothing_usable(cache, tmp_path, monkeypatch):
 
 
 def test_concurrent_callers_build_each_release_once(cache):
-    threads = [threading.Thread(target=rootfs.ensure_all, args=(["bookworm", "trixie"],)) for _ in range(3)]
+    threads = [threading.Thread(target=rootfs.ensure_all, args=(["bookworm", "trixie"],)) for _i in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:

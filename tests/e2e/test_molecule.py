@@ -69,10 +69,10 @@ def _run(argv, env):
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # its own group: ansible-playbook children die with it
     try:
-        out, _ = proc.communicate(timeout=TIMEOUT)
+        out = proc.communicate(timeout=TIMEOUT)[0]
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        out = proc.communicate()[0]
         pytest.fail(f"{' '.join(argv[1:])} did not finish in {TIMEOUT} s:\n{ANSI.sub('', out)[-6000:]}")
     return proc.returncode, ANSI.sub("", out)
 

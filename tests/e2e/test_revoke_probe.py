@@ -126,7 +126,7 @@ def test_probe_reports_what_a_healthy_server_presents(deployed, fleet, pki):
     assert result["client_auth_requested"] is True
     assert result["acceptable_ca_names"] == ["CN=mtls.rollout Client CA", "CN=mtls.rollout Root CA"]
     tls12 = subprocess.run(["openssl", "s_client", "-connect", f"{fleet.host(1).ip}:443", "-tls1_2"], input="",
-                           capture_output=True, text=True, timeout=30).stdout
+                           capture_output=True, text=True, timeout=30, check=False).stdout
     assert "Acceptable client certificate CA names" in tls12  # what the probe read, seen by openssl too
     anonymous = run_probe(fleet, 1, pki)
     assert codes(anonymous) == ["client_certificate_required"] and anonymous["http_status"] == 400
@@ -144,7 +144,7 @@ def test_verify_passes_on_a_healthy_fleet(deployed, fleet, site_vars):
 
 
 def test_revoked_client_is_refused_everywhere_and_others_still_served(revoked, fleet, pki):
-    first, _ = revoked
+    first = revoked[0]
     assert "client2" in first and "revoked" in first
     for i in SERVERS:
         ip = fleet.host(i).ip
@@ -155,14 +155,14 @@ def test_revoked_client_is_refused_everywhere_and_others_still_served(revoked, f
                     cacert=root(pki))[0] == 200
         cmd = (f"curl -sS -o /dev/null -w '%{{http_code}}' --cert /etc/mtls/client/cert.pem "
                f"--key /etc/mtls/client/key.pem --cacert /etc/mtls/client/ca.pem https://{ip}/")
-        assert subprocess.run(fleet.ssh_argv(CLIENT, cmd), capture_output=True, text=True, timeout=60).stdout == "200"
+        assert subprocess.run(fleet.ssh_argv(CLIENT, cmd), capture_output=True, text=True, timeout=60, check=False).stdout == "200"
     index = json.loads((pki / "index.json").read_text())
     [rec] = [r for r in index["issued"] if r["name"] == "client2"]
     assert rec["status"] == "revoked" and rec["revoked_at"]
 
 
 def test_second_revoke_changes_nothing(revoked, fleet):
-    _, second = revoked
+    second = revoked[1]
     counts = recap(second)
     assert counts and all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), second[-3000:]
     assert "already_revoked" in second
@@ -177,7 +177,7 @@ def test_probe_names_the_revoked_client(revoked, fleet, pki):
     args = (f"host={fleet.host(1).ip} ca_file={root(pki)} client_cert={pki}/certs/client2/fullchain.pem "
             f"client_key={pki}/certs/client2/key.pem crl_files={pki}/ca/client-ca/crl.pem,{pki}/ca/root/crl.pem")
     proc = subprocess.run(["ansible", "localhost", "-m", "mtls.rollout.probe", "-a", args],
-                          capture_output=True, text=True, env=ansible_env(), timeout=120)
+                          capture_output=True, text=True, env=ansible_env(), timeout=120, check=False)
     result = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert codes(result) == ["client_revoked"] and "on the CRL of CN=mtls.rollout Client CA" in \
         result["diagnosis"][0]["message"]

@@ -48,7 +48,7 @@ def test_undo_leaves_nothing_of_the_demo(demo):
         assert _exists(fleet, path), f"site.yml did not install {path}"
     assert root_pem in _squash(fleet.run(HOST, ["cat", BUNDLE], check=True).stdout)
 
-    _, out = run_playbook("mtls.rollout.uninstall", inventory, {"mtls_pki_dir": str(pki)})
+    out = run_playbook("mtls.rollout.uninstall", inventory, {"mtls_pki_dir": str(pki)})[1]
     for path in LEFTOVERS:
         assert not _exists(fleet, path), f"{path} is still there after uninstall:\n{out[-3000:]}"
     assert root_pem not in _squash(fleet.run(HOST, ["cat", BUNDLE], check=True).stdout)
@@ -57,7 +57,7 @@ def test_undo_leaves_nothing_of_the_demo(demo):
     assert listening.strip() == "", listening
     assert (pki / "ca" / "root" / "key.pem").is_file()  # the store stays unless asked
 
-    _, out = run_playbook("mtls.rollout.uninstall", inventory, {"mtls_pki_dir": str(pki)})
+    out = run_playbook("mtls.rollout.uninstall", inventory, {"mtls_pki_dir": str(pki)})[1]
     assert all(c["changed"] == 0 for c in recap(out).values()), out[-3000:]  # nothing left to undo
 
     run_playbook("mtls.rollout.uninstall", inventory, {"mtls_pki_dir": str(pki), "mtls_uninstall_store": True})

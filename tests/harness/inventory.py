@@ -23,7 +23,7 @@ def parse_groups_option(text: str | None) -> dict[str, list[str]]:
     current = None
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         if "=" in item:
-            current, _, members = item.partition("=")
+            current, _sep, members = item.partition("=")
             current = current.strip()
             groups.setdefault(current, [])
             item = members.strip()

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.test_modules_playbook import BIN, ROOT, installed  # noqa: F401 - fixture, used by name
+from tests.integration import test_modules_playbook
+from tests.integration.test_modules_playbook import BIN, ROOT
+
+installed = test_modules_playbook.installed  # the fixture: the collection built and installed once
 
 
 def _lines(path: Path) -> list[str]:
@@ -65,7 +68,7 @@ def test_tarball_holds_no_development_files(installed):  # noqa: F811
 
 
 def test_ansible_runner_runs_site_from_the_installed_tarball(ee_collections, installed, tmp_path):  # noqa: F811
-    _, collections = ee_collections
+    collections = ee_collections[1]
     data = tmp_path / "runner"
     for sub in ("inventory", "env", "project"):
         (data / sub).mkdir(parents=True)

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +148,7 @@ def _processes(marker: str) -> dict[int, int]:
 
 
 def _temp_files(root: str) -> list[str]:
-    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if ".tmp-" in f]
+    return [os.path.join(d, f) for d, _dirs, fs in os.walk(root) for f in fs if ".tmp-" in f]
 
 
 def test_kill_9_of_a_certificates_run(tmp_path):

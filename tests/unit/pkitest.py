@@ -104,7 +104,7 @@ def assert_item_refused(store, call, name, *needles, code=None):
 
 
 def temp_files(root):
-    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if ".tmp-" in f]
+    return [os.path.join(d, f) for d, _dirs, fs in os.walk(root) for f in fs if ".tmp-" in f]
 
 
 def assert_refused(store, call, *needles, code=None):

@@ -30,7 +30,7 @@ def populated(pki):
     ({"name": "w", "dns": "w.example.com", "key_type": "dsa"}, ["unknown key_type 'dsa'", "ec, rsa, ed25519"]),
     ({"name": "w", "dns": "w.example.com", "key_type": "rsa", "key_size": 1024}, ["key_size 1024", "at least 2048"]),
     ({"name": "w", "dns": "w.example.com", "profile": "webserver"}, ["unknown profile 'webserver'",
-                                                                      "server, client, both"]),
+                                                                     "server, client, both"]),
     ({"name": "w", "profile": "client", "common_name": "c", "email": "not-mail"}, ["'not-mail'"]),
     ({"name": "../x", "dns": "w.example.com"}, ["invalid certificate name '../x'"]),
     ({"name": "a/b", "dns": "w.example.com"}, ["invalid certificate name 'a/b'"]),

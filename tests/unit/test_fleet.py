@@ -8,7 +8,7 @@ B = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----"
 
 def test_server_certificates_put_host_ip_and_names_in_the_san():
     hostvars = {"web1": {"ansible_host": "10.0.0.5", "mtls_server_names": ["web1.example.com", "*.example.com",
-                                                                          "192.0.2.7"], "mtls_server_ips": ["::1"]},
+                                                                           "192.0.2.7"], "mtls_server_ips": ["::1"]},
                 "web2": {"ansible_host": "web2.internal"}}
     certs = fleet.server_certificates(["web1", "web2"], hostvars)
     assert certs[0] == {"name": "web1-server", "profile": "server", "common_name": "web1.example.com",

@@ -29,7 +29,7 @@ def test_three_level_hierarchy_and_leaf(deep_pki):
         assert child.issuer == parent.subject
         child.verify_directly_issued_by(parent)
         # SKI/AKI linkage: AKI of the child is the SKI of its issuer
-        assert pem.aki(child) == pem.ski(parent) is not None
+        assert pem.ski(parent) is not None and pem.aki(child) == pem.ski(parent)
     for cert in (leaf, int2, int1, root):
         assert pem.ski(cert) == x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
         assert not ext(cert, x509.SubjectKeyIdentifier).critical
@@ -212,7 +212,7 @@ def test_leaf_outside_constraints_refused(constrained, dns, ip, bad):
 def test_constraints_on_an_intermediate_are_enforced(store):
     make_ca(store, "root")
     make_ca(store, "int", "root", name_constraints_data={"permitted_ip": ["192.0.2.0/24"],
-                                                          "permitted_dns": ["lab.internal"]})
+                                                         "permitted_dns": ["lab.internal"]})
     issue(store, "int", [{"name": "a", "dns": "a.lab.internal", "ip": "192.0.2.9"}])
     assert_refused(store, lambda: issue(store, "int", [{"name": "b", "ip": "198.51.100.1"}]),
                    "198.51.100.1", "CN=int", code="name_constraints")

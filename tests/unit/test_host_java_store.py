@@ -47,9 +47,9 @@ def argv(monkeypatch):
     """Every keytool command line (a spy: the commands still run)."""
     seen, real = [], subprocess.run
 
-    def spy(args, *a, **kw):
+    def spy(args, *a, check=False, **kw):
         seen.append(list(args))
-        return real(args, *a, **kw)
+        return real(args, *a, check=check, **kw)
     monkeypatch.setattr(java_store.subprocess, "run", spy)
     return seen
 
@@ -86,7 +86,7 @@ def test_keystore_holds_the_identity_of_the_bundle(tmp_path, argv):
 
 @pytest.mark.parametrize("change, reason", [
     ("password", "settings changed"), ("certificates", "certificates changed"), ("store", "store changed outside "
-                                                                                         "this module")])
+                                                                                 "this module")])
 def test_what_writes_the_store_again(tmp_path, change, reason):
     roots = [("a", pem(certificate("a")[1]))]
     path = tmp_path / "truststore.p12"
@@ -101,7 +101,7 @@ def test_what_writes_the_store_again(tmp_path, change, reason):
     assert java_store.ensure(str(path), "pkcs12", password, roots, check=True) == {
         "changed": True, "path": str(path), "reason": reason}
     assert java_store.ensure(str(path), "pkcs12", password, roots)["reason"] == reason
-    assert set(listing(path, "pkcs12", password)) == {a for a, _ in roots}
+    assert set(listing(path, "pkcs12", password)) == {a for a, _unused in roots}
 
 
 def test_bad_input_is_refused_naming_it(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def populated(pki):
     ({"name": "w", "dns": ["host.123"]}, ["'host.123'", "all digits"]),
     ({"name": "w", "profile": "client", "email": ["x@999.1.1.1"]}, ["'x@999.1.1.1'"]),
     ({"name": "w", "profile": "client", "common_name": "alice\nCN=admin"}, ["common_name", r"'alice\nCN=admin'",
-                                                                           "control characters"]),
+                                                                            "control characters"]),
     ({"name": "w", "profile": "client", "common_name": "alice\x00admin"}, [r"\x00", "control characters"]),
     ({"name": "w", "profile": "client", "common_name": "a\x1b[31m"}, [r"\x1b", "control characters"]),
     ({"name": "w", "profile": "client", "common_name": "a\u202eb"}, ["control characters"]),

@@ -122,7 +122,7 @@ def test_rsa_4096_leaf_uses_the_key_in_the_store(pki, rsa4096_key):
 
 def test_serials_positive_unique_with_entropy(pki):
     index = Index()
-    serials = [issuance.serial(index, "int") for _ in range(2000)]
+    serials = [issuance.serial(index, "int") for _i in range(2000)]
     assert len(set(serials)) == len(serials)
     assert all(s > 0 for s in serials)
     lengths = [s.bit_length() for s in serials]
@@ -185,7 +185,9 @@ def test_output_files_and_modes(pki):
         {"name": "alice", "profile": "client", "common_name": "alice"}])
     root, inter = ca_cert(pki, "root"), ca_cert(pki, "int")
     for name in ("web", "alice"):
-        path = lambda f: pki.leaf_path(name, f)  # noqa: E731
+        def path(f, name=name):
+            return pki.leaf_path(name, f)
+
         cert = leaf_cert(pki, name)
         assert public(read_key(path("key.pem"))) == public(cert)
         assert read_certs(path("chain.pem")) == [inter]
@@ -202,7 +204,7 @@ def test_output_files_and_modes(pki):
     assert mode(pki.index_path) == 0o600
     assert mode(pki.ca_path("int", "key.pem")) == 0o600
     # every directory and key in the whole store follows the rule
-    for rel, (kind, m, _) in snapshot(pki.root).items():
+    for rel, (kind, m, _unused) in snapshot(pki.root).items():
         if kind == "dir":
             assert m == 0o700, rel
         elif rel.endswith(("key.pem", ".p12", "index.json")):

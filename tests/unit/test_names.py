@@ -126,7 +126,7 @@ def test_key_spec_rejects(args, needle):
 
 @pytest.mark.parametrize("spec", ["ec P-256", "ec P-384", "rsa 2048", "ed25519"])
 def test_generate_matches_spec(spec):
-    kind, _, param = spec.partition(" ")
+    kind, _sep, param = spec.partition(" ")
     ks = keys.key_spec(kind, int(param) if param.isdigit() else None, None if param.isdigit() else param or None)
     key = keys.generate(ks)
     assert keys.spec_of(key) == ks
@@ -162,7 +162,7 @@ def test_key_pem_roundtrip_plain_and_encrypted(tmp_path):
 
 def test_subject_fixed_order_and_limits():
     subj = specs.subject({"common_name": "web", "country": "DE", "organization": "Acme"}, "x")
-    assert [k for k, _ in subj.attrs] == ["country", "organization", "common_name"]
+    assert [k for k, _unused in subj.attrs] == ["country", "organization", "common_name"]
     assert subj.to_x509().rfc4514_string() == "CN=web,O=Acme,C=DE"
     assert specs.Subject.from_x509(subj.to_x509()) == subj
 

@@ -96,8 +96,8 @@ def test_certificate_and_request_messages_are_parsed(world, tls13):
     dns = names(world, "client-ca", "root")
     version = tls_messages.TLS13 if tls13 else 0x0303
     got_chain, got_names = tls_messages.messages_to_facts([(version, handshake(2, b"hello")),
-                                                    (version, certificate_message(chain, tls13)),
-                                                    (version, certificate_request(dns, tls13))])
+                                                           (version, certificate_message(chain, tls13)),
+                                                           (version, certificate_request(dns, tls13))])
     assert got_chain == chain and got_names == dns
 
 

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.rotation import (PHASES, Client, Observed, Server, phase,
-                                                                           violations)
+                                                                                violations)
 
 FLAGS = list(itertools.product([False, True], repeat=3))
 

@@ -39,7 +39,7 @@ def test_successful_runs_leave_no_temp_files(pki):
     issue(pki, "int", ITEMS, force=True)
     assert not temp_files(pki.root)
     assert sorted(os.listdir(pki.leaf_path("web"))) == ["bundle.p12", "ca.pem", "cert.pem", "chain.pem",
-                                                         "fullchain.pem", "key.pem"]
+                                                        "fullchain.pem", "key.pem"]
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 5, "cert.pem", "bundle.p12", "index.json"])

@@ -16,7 +16,6 @@ import subprocess
 import pytest
 
 from ansible_collections.mtls.rollout.plugins.module_utils.pki import keys, pem
-from ansible_collections.mtls.rollout.plugins.module_utils.pki import store as store_mod
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
 from pkitest import assert_refused, issue, leaf_cert, make_ca, read_key, snapshot, temp_files

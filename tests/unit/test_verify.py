@@ -39,7 +39,7 @@ def codes(result):
 
 
 def check(world, name, purpose, **kw):
-    store, _ = world
+    store = world[0]
     return verify(leaf_cert(store, name), purpose, [ca_cert(store, "root")], [ca_cert(store, "int")], **kw)
 
 
@@ -90,7 +90,7 @@ def test_wrong_purpose(world):
 
 
 def test_expired_and_not_yet_valid(world):
-    store, _ = world
+    store = world[0]
     cert = leaf_cert(store, "web")
     result = check(world, "web", "server", now=cert.not_valid_after_utc + DAY)
     assert codes(result) == ["expired"] and result["days_remaining"] < 0
@@ -101,7 +101,7 @@ def test_expired_and_not_yet_valid(world):
 
 
 def test_min_days(world):
-    store, _ = world
+    store = world[0]
     end = leaf_cert(store, "web").not_valid_after_utc
     result = check(world, "web", "server", min_days=30, now=end - 10 * DAY)
     assert codes(result) == ["expires_soon"] and "10.0 days" in result["problems"][0]["message"]
@@ -109,7 +109,7 @@ def test_min_days(world):
 
 
 def test_key_pair_match(world):
-    store, _ = world
+    store = world[0]
     assert check(world, "web", "server", key=read_key(store.leaf_path("web", "key.pem")))["valid"]
     result = check(world, "web", "server", key=read_key(store.leaf_path("alice", "key.pem")))
     assert codes(result) == ["key_mismatch"]
@@ -117,7 +117,7 @@ def test_key_pair_match(world):
 
 
 def test_missing_intermediate_is_untrusted(world):
-    store, _ = world
+    store = world[0]
     result = verify(leaf_cert(store, "web"), "server", [ca_cert(store, "root")], [])
     assert codes(result) == ["untrusted"] and "CN=int" in result["problems"][0]["message"]
     # three levels, the lower intermediate missing
@@ -143,33 +143,33 @@ def test_invalid_hostname_to_check_is_refused(world, hostname):
 
 
 def test_no_anchor(world):
-    store, _ = world
+    store = world[0]
     result = verify(leaf_cert(store, "web"), "server", [], [ca_cert(store, "int")])
     assert codes(result) == ["no_trust_anchor"]
 
 
 def test_ca_certificate_is_not_an_end_entity(world):
-    store, _ = world
+    store = world[0]
     result = verify(ca_cert(store, "int"), "server", [ca_cert(store, "root")])
     assert "is_ca" in codes(result) and not result["valid"]
 
 
 @pytest.mark.parametrize("name, inter, depth", [("direct", [], 0), ("web", ["int"], 1), ("deep", ["int2", "int1"], 2)])
 def test_depth_is_the_number_of_intermediates(world, name, inter, depth):
-    store, _ = world
+    store = world[0]
     result = verify(leaf_cert(store, name), "server", [ca_cert(store, "root")], [ca_cert(store, n) for n in inter])
     assert result["valid"] and result["depth"] == depth and len(result["chain"]) == depth + 2
 
 
 def test_intermediates_in_any_order_and_extra_ones(world):
-    store, _ = world
+    store = world[0]
     pool = [ca_cert(store, n) for n in ("int1", "int", "int2")]
     result = verify(leaf_cert(store, "deep"), "server", [ca_cert(store, "root")], pool)
     assert result["valid"] and result["chain"] == ["CN=deep.example.com", "CN=int2", "CN=int1", "CN=root"]
 
 
 def test_result_reports_certificate_facts(world):
-    store, _ = world
+    store = world[0]
     cert = leaf_cert(store, "web")
     result = check(world, "web", "server")
     assert result["serial"] == format(cert.serial_number, "x")
@@ -192,7 +192,7 @@ def ed(tmp_path_factory):
 
 
 def test_ed25519_chain_verified_link_by_link(ed):
-    store, _ = ed
+    store = ed[0]
     result = verify(leaf_cert(store, "web"), "server", [ca_cert(store, "root")], [ca_cert(store, "int")],
                     hostname="web.example.com", key=read_key(store.leaf_path("web", "key.pem")))
     assert result["valid"], result["problems"]

@@ -227,6 +227,8 @@ def test_an_index_changed_behind_the_lock_is_never_overwritten(pki, monkeypatch)
     ({"issued": [{"kind": "leaf", "name": "x"}]}, "issued[0] lacks the text field(s) issuer, serial, status"),
     ({"issued": [], "bundles": []}, "'bundles' must be an object"),
     ({"version": 7, "issued": []}, "unknown version 7"),
+    ({"issued": [], "travelled": ["ab12"]}, "'travelled' must be an object"),
+    ({"issued": [], "travelled": {"ab12": 5}}, "'travelled' must be an object"),
 ])
 def test_index_of_the_wrong_shape_is_refused_and_kept(pki, content, needle):
     data = json.dumps(content).encode()

@@ -109,14 +109,13 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
 
 
 def _plan(store, auth, spec, renew_before_days, force, now, report, holders, index):
-    if spec.key_location != "host":
-        return _plan_one(store, auth, spec, renew_before_days, force, now, report, holders, index)
+    """The ``Plan`` of one leaf; one whose host report is refused (``HOST_REFUSALS``) carries it in ``refused``."""
     try:
         if isinstance(report, PkiError):
             raise report
         return _plan_one(store, auth, spec, renew_before_days, force, now, report, holders, index)
     except PkiError as e:
-        if e.code not in HOST_REFUSALS:
+        if spec.key_location != "host" or e.code not in HOST_REFUSALS:
             raise
         return Plan(spec, refused=e)
 
@@ -181,9 +180,9 @@ def _stored_cert(p, store):
         return None
 
 
-def _travelled(what, name):
+def _travelled(what, whose=""):
     return PkiError(f"the host offers the key the control node made for {what} (its key_location was controller): "
-                    f"that key has travelled, so it is never certified again{name}; let mtls.rollout.host_key make "
+                    f"that key has travelled, so it is never certified again{whose}; let mtls.rollout.host_key make "
                     f"a new key on the host (mtls_rotate_keys) and send its CSR", "key_location_changed")
 
 
@@ -206,7 +205,7 @@ def _held_on_host(p, store, report, index):
     if stored_key is not None and report.public_key is not None:
         pushed = keys.from_pem(stored_key, store.leaf_path(spec.name, "key.pem"))
         if keys.public_der(pushed) == keys.public_der(report.public_key):
-            raise _travelled(what, "")
+            raise _travelled(what)
         p.reasons.append("key_location_changed")
     elif stored_key is not None:
         p.reasons.append("key_location_changed")

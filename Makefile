@@ -206,7 +206,7 @@ galaxy-check: build
 	allowed=$$(grep -cEf <(grep -v '^#' $(ROOT)/.ci/galaxy-importer.allow) galaxy-importer.findings || true); \
 	if grep -vEf <(grep -v '^#' $(ROOT)/.ci/galaxy-importer.allow) galaxy-importer.findings; then \
 	  echo "galaxy-importer: findings above (full log: $(BUILD_DIR)/galaxy-importer.log)" >&2; exit 1; fi; \
-	if [ "$$allowed" -gt 0 ]; then echo "galaxy-importer: no findings beyond $$allowed pending ones that .ci/galaxy-importer.allow names"; \
+	if [ "$${allowed:-0}" -gt 0 ]; then echo "galaxy-importer: no findings beyond $$allowed pending ones that .ci/galaxy-importer.allow names"; \
 	else echo "galaxy-importer: 0 errors, 0 warnings"; fi
 
 # the collection as installed (the link under .cache/collections), as antsibull-docs finds it

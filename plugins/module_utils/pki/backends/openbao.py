@@ -27,8 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ...cryptography_dep import record_missing
 
-from .. import build, crl as crl_mod, keys, pem, renewal
+from .. import build, crl as crl_mod, issuance, keys, pem, renewal
 from ..errors import PkiError
+from ..store import KEY_MODE
 from .base import Backend, Issuer, SignError
 from .openbao_http import OpenBaoError
 
@@ -536,9 +537,34 @@ class OpenBaoBackend(Backend):
             with self.store.lock():
                 txn = self.store.transaction()
                 txn.changed(path, crl.public_bytes(serialization.Encoding.PEM))
+                index = self.store.load_index()
+                if self._record_revoked(index, name, mount, crl):
+                    txn.write(self.store.index_path, index.dumps(), KEY_MODE)
                 if txn.pending:
                     txn.commit()
         return result
+
+    def _record_revoked(self, index, name, mount, crl):
+        """The cache's record learns every revocation the CA's CRL lists (the nginx role checks the cached CRL
+        against it); True when it changed."""
+        changed = False
+        for entry in crl:
+            serial = format(entry.serial_number, "x")
+            when = pem.iso(entry.revocation_date_utc)
+            known = [r for r in index.records if r["issuer"] == name and r["serial"] == serial]
+            if not known:
+                data = self.client.read(f"{mount}/cert/{serial_colons(serial)}", missing_ok=True)
+                if data is None:
+                    continue
+                cert = x509.load_pem_x509_certificate(data["data"]["certificate"].encode())
+                index.add(issuance.record("leaf", _common_name(cert) or serial, name, cert,
+                                          reason="recorded from OpenBao"))
+                known = [index.records[-1]]
+            for r in known:
+                if r.get("status") != "revoked":
+                    r.update(status="revoked", revoked_at=when)
+                    changed = True
+        return changed
 
     def crl(self, ca_name):
         data = self.ca.crl(self.client.mount(ca_name))

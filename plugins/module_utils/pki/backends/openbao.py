@@ -534,6 +534,9 @@ class OpenBaoBackend(Backend):
                        "next_update": pem.iso(crl.next_update_utc) if crl.next_update_utc else None,
                        "revoked_count": len(crl)})
         if not check:
+            found = self.ca._issuer(mount)  # the CA beside its CRL, so the cache checks it whatever ran before
+            chain = "".join(found["chain"])
+            self._cache_ca(name, {"certificate": found["pem"], "chain": chain, "fullchain": found["pem"] + chain})
             with self.store.lock():
                 txn = self.store.transaction()
                 txn.changed(path, crl.public_bytes(serialization.Encoding.PEM))

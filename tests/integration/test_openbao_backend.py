@@ -3,15 +3,18 @@ only a cache. Batches over a bounded pool, a refused item mid-batch, unsupported
 empty cache that the cached CRL check then agrees with.
 """
 
+import os
 import shutil
 
 import pytest
 
 from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl, csr, keys, specs
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.choice import backend as choose
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.openbao import _csr
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
+from tests.integration.test_openbao import DOCS, approle
 from tests.openbao_server import DevServer
 
 CAS = [specs.ca_spec("root", {"common_name": "Bao Root"}), specs.ca_spec("clients", {"common_name": "Bao Clients"},
@@ -96,7 +99,6 @@ def test_leaf_specs_openbao_cannot_honour_are_refused_before_signing(bao, hierar
 def test_host_key_csr_is_signed_and_revoked_from_an_empty_cache(bao, hierarchy, store, tmp_path):
     b = backend(bao, store)
     key = keys.generate(keys.key_spec("ec"))
-    from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.openbao import _csr
     report = csr.host_report("host7", _csr(key))
     spec = specs.leaf_spec({"name": "host7", "profile": "client", "common_name": "host7", "key_location": "host"})
     result = ensure_leaves(store, "clients", [spec], reports={"host7": report}, backend=b)[0]
@@ -113,3 +115,22 @@ def test_host_key_csr_is_signed_and_revoked_from_an_empty_cache(bao, hierarchy, 
 def test_revoking_an_unknown_name_changes_nothing(bao, hierarchy, store):
     with pytest.raises(PkiError, match="no certificate named 'nobody'"):
         backend(bao, store).revoke(names=["nobody"], cas=["clients"])
+
+
+def test_the_documented_issue_policy_is_enough_for_the_backend(bao, tmp_path):
+    """docs/openbao/mtls-issue.hcl: sign, revoke, CRL validity and re-signing, the report - nothing more needed."""
+    admin = choose(Store(str(tmp_path / "admin")), "openbao", {"addr": bao.addr, "token": bao.token,
+                                                               "mount_prefix": "mtls/"})
+    for s in CAS:
+        admin.ensure_ca(s)
+    text = open(os.path.join(DOCS, "mtls-issue.hcl")).read()
+    role_id, secret_id = approle(bao, "seam-issue", {"mtls-issue": text})
+    store = Store(str(tmp_path / "issue"))
+    b = choose(store, "openbao", {"addr": bao.addr, "role_id": role_id, "secret_id": secret_id,
+                                  "mount_prefix": "mtls/"})
+    spec = specs.leaf_spec({"name": "p1", "profile": "client", "common_name": "p1"})
+    issued = ensure_leaves(store, "clients", [spec], backend=b)[0]
+    out = b.revoke(names=["p1"], cas=["root", "clients"], valid_days=5)  # a new CRL validity: config/crl, rotate
+    assert [e["action"] for e in out["revoked"]] == ["revoked"]
+    assert all("validity_changed" in c["reasons"] for c in out["crls"])
+    assert [r["revoked"] is not None for r in b.list_issued(["clients"]) if r["serial"] == issued["serial"]] == [True]

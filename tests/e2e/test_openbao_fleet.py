@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import ssl
 import urllib.error
 import urllib.request
@@ -17,7 +18,7 @@ import urllib.request
 import pytest
 import yaml
 
-from tests.e2e.helpers import changed_tasks, curl, recap, run_playbook
+from tests.e2e.helpers import ansible_env, changed_tasks, curl, recap, run_playbook
 from tests.openbao_server import RaftCluster
 
 SITE, RENEW, REVOKE, REPORT = (f"mtls.rollout.{p}" for p in ("site", "renew", "revoke", "report"))
@@ -196,7 +197,39 @@ def test_report_from_a_wiped_cache_lists_what_openbao_issued(first, fleet, inv, 
         assert any(r["serial"].lower().lstrip("0") == served for r in rows), (served, rows)
 
 
+def test_ansible_runner_job_with_a_fresh_data_dir_renews_what_is_due(first, fleet, inv, site_vars, pki, outputs, bao,
+                                                                     tmp_path):
+    """As AWX runs a job: ansible-runner, a new private data directory, no store, the token injected as BAO_TOKEN
+    (a credential), not in the inventory. Everything is due (renew window 400 days): every server is renewed."""
+    wipe(pki)
+    with open(inv) as f:
+        data = yaml.safe_load(f)
+    del data["all"]["vars"]["mtls_openbao_token"]
+    job = tmp_path / "job"
+    for sub in ("inventory", "env"):
+        (job / sub).mkdir(parents=True)
+    (job / "inventory" / "hosts.yml").write_text(yaml.safe_dump(data))
+    (job / "env" / "envvars").write_text(yaml.safe_dump({**{k: v for k, v in ansible_env().items()
+                                                             if k.startswith("ANSIBLE_")}, "BAO_TOKEN": bao.token}))
+    (job / "env" / "extravars").write_text(yaml.safe_dump({**site_vars, "mtls_renew_before_days": 400}))
+    before = {i: served_serial(fleet.host(i).ip) for i in SERVERS}
+    env = {k: v for k, v in ansible_env().items() if not k.startswith("ANSIBLE_") and k not in ("BAO_TOKEN",
+                                                                                               "VAULT_TOKEN")}
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-runner"), "run", str(job), "-p",
+                           "mtls.rollout.renew", "--ident", "renew"], env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    stdout = (job / "artifacts" / "renew" / "stdout").read_text()
+    outputs.append(stdout)
+    assert done.returncode == 0 and (job / "artifacts" / "renew" / "status").read_text() == "successful", stdout[-4000:]
+    for i in SERVERS:
+        serial = served_serial(fleet.host(i).ip)
+        assert serial != before[i] and bao_get(bao, f"server-ca/cert/{colons(serial)}")[0] == 200
+    # the job's output and events (runner's own 'command' artifact records the env it was given, BAO_TOKEN too)
+    for path in [job / "artifacts" / "renew" / "stdout", *(job / "artifacts" / "renew" / "job_events").glob("*")]:
+        assert bao.token not in path.read_text(errors="replace"), path
+
+
 def test_the_token_never_appears_in_any_output(first, bao, outputs):
-    assert len(outputs) >= 5
+    assert len(outputs) >= 6
     for out in outputs:
         assert bao.token not in out

@@ -209,12 +209,12 @@ def test_ansible_runner_job_with_a_fresh_data_dir_renews_what_is_due(first, flee
     for sub in ("inventory", "env"):
         (job / sub).mkdir(parents=True)
     (job / "inventory" / "hosts.yml").write_text(yaml.safe_dump(data))
-    (job / "env" / "envvars").write_text(yaml.safe_dump({**{k: v for k, v in ansible_env().items()
-                                                             if k.startswith("ANSIBLE_")}, "BAO_TOKEN": bao.token}))
+    settings = {k: v for k, v in ansible_env().items() if k.startswith("ANSIBLE_")}
+    (job / "env" / "envvars").write_text(yaml.safe_dump({**settings, "BAO_TOKEN": bao.token}))
     (job / "env" / "extravars").write_text(yaml.safe_dump({**site_vars, "mtls_renew_before_days": 400}))
     before = {i: served_serial(fleet.host(i).ip) for i in SERVERS}
-    env = {k: v for k, v in ansible_env().items() if not k.startswith("ANSIBLE_") and k not in ("BAO_TOKEN",
-                                                                                               "VAULT_TOKEN")}
+    env = {k: v for k, v in ansible_env().items()
+           if not k.startswith("ANSIBLE_") and k not in ("BAO_TOKEN", "VAULT_TOKEN")}
     done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-runner"), "run", str(job), "-p",
                            "mtls.rollout.renew", "--ident", "renew"], env=env, capture_output=True, text=True,
                           timeout=900, check=False)

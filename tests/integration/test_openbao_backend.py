@@ -86,7 +86,8 @@ def test_a_refused_name_fails_that_item_and_keeps_the_others(bao, hierarchy, sto
 
 @pytest.mark.parametrize("item, hint", [
     ({"name": "o", "profile": "client", "common_name": "o", "organization": "Org"}, "common name only.*organization"),
-    ({"name": "u", "profile": "client", "common_name": "u", "crl_url": "http://crl.example.com/"}, "crl_url is not supported"),
+    ({"name": "u", "profile": "client", "common_name": "u", "crl_url": "http://crl.example.com/"},
+     "crl_url is not supported"),
 ])
 def test_leaf_specs_openbao_cannot_honour_are_refused_before_signing(bao, hierarchy, store, item, hint):
     b = backend(bao, store)

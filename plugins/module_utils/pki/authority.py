@@ -2,13 +2,6 @@
 
 import os
 
-from ..cryptography_dep import record_missing
-
-try:
-    from cryptography import x509
-except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
-    record_missing()
-
 from . import keys, names, pem
 from .backends.base import Issuer
 from .errors import PkiError

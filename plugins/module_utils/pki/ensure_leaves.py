@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from . import build, constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
+from . import constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
 from . import store as store_mod
 from .backends.base import SignError, SignRequest
 from .backends.local import LocalBackend

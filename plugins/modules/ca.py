@@ -19,6 +19,10 @@ description:
     issued earlier keep verifying."
   - Writes C(ca/<name>/cert.pem), C(key.pem) (encrypted when O(passphrase) is set), C(chain.pem) (the CAs
     above it up to the root; not written for a root) and C(fullchain.pem) (this CA then C(chain.pem)).
+  - With O(backend=openbao) the CA is the PKI mount C(<mount_prefix><name>) - its key made inside OpenBao, never
+    leaving it - with the roles C(server), C(client) and C(both); the store then caches C(cert.pem), C(chain.pem)
+    and C(fullchain.pem) only (a cache refresh is not a change). O(passphrase) is ignored and O(cross_signed_by)
+    is refused.
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store

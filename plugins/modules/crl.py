@@ -25,6 +25,11 @@ description:
   - With O(verify_only), writes nothing and fails unless every CRL named exists, is signed by its CA as it is now, is
     within its validity and lists every revocation of the index - the check the nginx role runs before it
     publishes C(ssl_crl).
+  - With O(backend=openbao) the certificates are revoked in OpenBao (C(<mount>/revoke)), by serial or by name (the
+    cached record of that name, else every unexpired leaf of O(cas) whose common name is the name); the CRLs are
+    OpenBao's (its C(config/crl) expiry set to O(valid_days), re-signed through C(crl/rotate) in the refresh window)
+    and are cached in C(ca/<name>/crl.pem) with the revocations they list, for O(verify_only). OpenBao's CRL entries
+    carry no reason code.
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store

@@ -25,3 +25,9 @@ path "mtls/+/issuer/+" {
 path "mtls/+/crl/pem" {
   capabilities = ["read"]                       # also readable without a token
 }
+path "mtls/+/config/crl" {
+  capabilities = ["read", "update"]             # the CRL's validity (mtls_crl_valid_days)
+}
+path "mtls/+/crl/rotate" {
+  capabilities = ["read"]                       # sign the CRL again before it runs out
+}

@@ -23,3 +23,17 @@ def diff(before, after):
     after_text = show(after) if after.get("serial") else ("(new certificate)\n" if after.get("changed") else show(before))
     return {"before": show(before), "after": after_text, "before_header": after.get("name", ""),
             "after_header": after.get("name", "")}
+
+
+BACKEND = {"type": "str", "choices": ["local", "openbao"], "default": "local"}
+
+OPENBAO = {"type": "dict", "options": {
+    "addr": {"type": "raw", "required": True},  # one URL or a list of cluster node URLs
+    "ca_cert": {"type": "path"},
+    "token": {"type": "str", "no_log": True},
+    "role_id": {"type": "str"},
+    "secret_id": {"type": "str", "no_log": True},
+    "namespace": {"type": "str"},
+    "mount_prefix": {"type": "str", "default": ""},
+    "insecure": {"type": "bool", "default": False},
+}}

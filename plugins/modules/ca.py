@@ -19,9 +19,14 @@ description:
     issued earlier keep verifying."
   - Writes C(ca/<name>/cert.pem), C(key.pem) (encrypted when O(passphrase) is set), C(chain.pem) (the CAs
     above it up to the root; not written for a root) and C(fullchain.pem) (this CA then C(chain.pem)).
+  - With O(backend=openbao) the CA is the PKI mount C(<mount_prefix><name>) - its key made inside OpenBao, never
+    leaving it - with the roles C(server), C(client) and C(both); the store then caches C(cert.pem), C(chain.pem)
+    and C(fullchain.pem) only (a cache refresh is not a change). O(passphrase) is ignored and O(cross_signed_by)
+    is refused.
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
+  - mtls.rollout.backend
   - mtls.rollout.store.subject
   - mtls.rollout.attributes
   - mtls.rollout.requirements
@@ -222,10 +227,10 @@ from ansible_collections.mtls.rollout.plugins.module_utils import cryptography_d
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends import choice
 
 try:  # the PKI engine needs the cryptography library on the control node
     from ansible_collections.mtls.rollout.plugins.module_utils.pki import cross, names, specs
-    from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca
 except ImportError:
     ENGINE_IMPORT_ERROR = traceback.format_exc()
 else:  # the module_utils import without cryptography and record what failed
@@ -237,6 +242,8 @@ def main():
         argument_spec={
             "name": {"type": "str", "required": True},
             "pki_dir": module_args.PKI_DIR,
+            "backend": module_args.BACKEND,
+            "openbao": module_args.OPENBAO,
             "subject": module_args.SUBJECT,
             "issuer": {"type": "str"},
             "key_type": {"type": "str", "choices": ["ec", "rsa", "ed25519"], "default": "ec"},
@@ -269,7 +276,12 @@ def main():
                              p["valid_days"], p["path_length"], p["name_constraints"], p["renew_before_days"],
                              p["rotate_key"], p["crl_url"])
         store = Store(p["pki_dir"])
-        result = ensure_ca(store, spec, p["passphrase"], p["issuer_passphrase"], p["force"], module.check_mode)
+        backend = choice.backend(store, p["backend"], p["openbao"])
+        if p["cross_signed_by"] and backend.name != "local":
+            module.fail_json(msg=f"cross_signed_by is supported with the local backend only (backend {backend.name})")
+        for warning in backend.warnings:
+            module.warn(warning)
+        result = backend.ensure_ca(spec, p["passphrase"], p["issuer_passphrase"], p["force"], module.check_mode)
         pending = module.check_mode and result["action"] == "issued"  # nothing to cross-sign yet
         result["cross"] = [] if pending else [
             cross.ensure_cross(store, spec.name, names.store_name(signer, "cross_signed_by"),

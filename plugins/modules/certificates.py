@@ -26,6 +26,7 @@ description:
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
+  - mtls.rollout.backend
   - mtls.rollout.attributes
   - mtls.rollout.requirements
 attributes:
@@ -267,6 +268,7 @@ from ansible_collections.mtls.rollout.plugins.module_utils import cryptography_d
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends import choice
 
 try:  # the PKI engine needs the cryptography library on the control node
     from ansible_collections.mtls.rollout.plugins.module_utils.pki import csr, specs
@@ -319,6 +321,8 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "pki_dir": module_args.PKI_DIR,
+            "backend": module_args.BACKEND,
+            "openbao": module_args.OPENBAO,
             "issuer": {"type": "str", "required": True},
             "issuer_passphrase": {"type": "str", "no_log": True},
             "certificates": {"type": "list", "elements": "dict", "required": True, "options": LEAF},
@@ -337,8 +341,12 @@ def main():
         leaf_specs = [specs.leaf_spec(item, defaults) for item in items]
         reports = {spec.name: _host_report(spec.name, item, module.check_mode)
                    for spec, item in zip(leaf_specs, p["certificates"]) if spec.key_location == "host"}
-        results = ensure_leaves(Store(p["pki_dir"]), p["issuer"], leaf_specs, p["issuer_passphrase"],
-                                p["renew_before_days"], p["force"], module.check_mode, reports=reports)
+        store = Store(p["pki_dir"])
+        backend = choice.backend(store, p["backend"], p["openbao"])
+        for warning in backend.warnings:
+            module.warn(warning)
+        results = ensure_leaves(store, p["issuer"], leaf_specs, p["issuer_passphrase"], p["renew_before_days"],
+                                p["force"], module.check_mode, reports=reports, backend=backend)
     except PkiError as e:
         module.fail_json(**module_args.fail_json_kwargs(e))
     summary = dict.fromkeys(("issued", "renewed", "updated", "unchanged", "refused"), 0)

@@ -25,9 +25,15 @@ description:
   - With O(verify_only), writes nothing and fails unless every CRL named exists, is signed by its CA as it is now, is
     within its validity and lists every revocation of the index - the check the nginx role runs before it
     publishes C(ssl_crl).
+  - With O(backend=openbao) the certificates are revoked in OpenBao (C(<mount>/revoke)), by serial or by name (the
+    cached record of that name, else every unexpired leaf of O(cas) whose common name is the name); the CRLs are
+    OpenBao's (its C(config/crl) expiry set to O(valid_days), re-signed through C(crl/rotate) in the refresh window)
+    and are cached in C(ca/<name>/crl.pem) with the revocations they list, for O(verify_only). OpenBao's CRL entries
+    carry no reason code.
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
+  - mtls.rollout.backend
   - mtls.rollout.attributes
   - mtls.rollout.requirements
 attributes:
@@ -198,6 +204,7 @@ from ansible_collections.mtls.rollout.plugins.module_utils import cryptography_d
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends import choice
 
 try:  # the PKI engine needs the cryptography library on the control node
     from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl
@@ -226,6 +233,8 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "pki_dir": module_args.PKI_DIR,
+            "backend": module_args.BACKEND,
+            "openbao": module_args.OPENBAO,
             "revoke": {"type": "list", "elements": "str", "default": []},
             "revoke_serials": {"type": "list", "elements": "str", "default": []},
             "reason": {"type": "str", "choices": REASONS, "default": "unspecified"},
@@ -245,6 +254,9 @@ def main():
     p = module.params
     store = Store(p["pki_dir"])
     try:
+        backend = choice.backend(store, p["backend"], p["openbao"])
+        for warning in backend.warnings:
+            module.warn(warning)
         if p["verify_only"]:
             if p["revoke"] or p["revoke_serials"]:
                 module.fail_json(msg="verify_only writes nothing: leave revoke and revoke_serials empty")
@@ -258,8 +270,10 @@ def main():
         passphrases = {k: v for k, v in (p["passphrases"] or {}).items() if v}
         if p["passphrase"]:
             passphrases[None] = p["passphrase"]
-        result = crl.revoke(store, p["revoke"], p["revoke_serials"], p["reason"], p["cas"], p["include_parents"],
-                            passphrases, p["valid_days"], p["refresh_before_days"], p["force"], module.check_mode)
+        result = backend.revoke(p["revoke"], p["revoke_serials"], p["reason"], p["cas"], module.check_mode,
+                                include_parents=p["include_parents"], passphrases=passphrases,
+                                valid_days=p["valid_days"], refresh_before_days=p["refresh_before_days"],
+                                force=p["force"])
     except PkiError as e:
         module.fail_json(**module_args.fail_json_kwargs(e))
     if module._diff:

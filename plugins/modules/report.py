@@ -17,6 +17,7 @@ description:
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
+  - mtls.rollout.backend
   - mtls.rollout.attributes
   - mtls.rollout.requirements
 attributes:
@@ -31,6 +32,13 @@ options:
     description: Certificate name to the inventory hosts that hold it (see the C(mtls.rollout.certificate_hosts) filter).
     type: dict
     default: {}
+  cas:
+    description:
+      - With O(backend=openbao), the CAs (names in C(mtls_cas)) whose certificates are listed, each from its mount's
+        C(certs) (the newest certificate per subject). Ignored by the local backend, which lists the store.
+    type: list
+    elements: str
+    default: []
   warn_days:
     description: Certificates with fewer days left are reported as V(expiring).
     type: float
@@ -129,6 +137,7 @@ from ansible_collections.mtls.rollout.plugins.module_utils import cryptography_d
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.errors import PkiError
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
+from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends import choice
 
 try:  # the PKI engine needs the cryptography library on the control node
     from ansible_collections.mtls.rollout.plugins.module_utils.pki import pem, report
@@ -147,8 +156,11 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "pki_dir": module_args.PKI_DIR,
+            "backend": module_args.BACKEND,
+            "openbao": module_args.OPENBAO,
             "hosts": {"type": "dict", "default": {}},
             "warn_days": {"type": "float", "default": 30},
+            "cas": {"type": "list", "elements": "str", "default": []},
             "json_path": {"type": "path"},
             "html_path": {"type": "path"},
         },
@@ -158,7 +170,10 @@ def main():
         module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
     try:
-        rows = report.rows(Store(p["pki_dir"]), p["hosts"], p["warn_days"])
+        backend = choice.backend(Store(p["pki_dir"]), p["backend"], p["openbao"])
+        for warning in backend.warnings:
+            module.warn(warning)
+        rows = report.rows_of(backend.list_issued(p["cas"]), p["hosts"], p["warn_days"])
     except PkiError as e:
         module.fail_json(**module_args.fail_json_kwargs(e))
     generated = pem.iso(pem.utcnow())

@@ -2,18 +2,14 @@
 
 import os
 
-from ..cryptography_dep import record_missing
-
-try:
-    from cryptography import x509
-except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
-    record_missing()
-
 from . import keys, names, pem
+from .backends.base import Issuer
 from .errors import PkiError
 
 
-class Authority:
+class Authority(Issuer):
+    """An ``Issuer`` of the store, with its key."""
+
     def __init__(self, store, name, passphrase=None):
         names.store_name(name, "issuer")  # a CA of this store, never a path to another one
         self.store, self.name, self._passphrase, self._key = store, name, passphrase, None
@@ -39,28 +35,6 @@ class Authority:
             link = parent
 
     @property
-    def is_root(self):
-        return not self.above
-
-    @property
-    def root(self):
-        return self.above[-1] if self.above else self.cert
-
-    @property
-    def intermediates(self):
-        """This CA and those above it, without the root: what a leaf's chain.pem holds."""
-        return [] if self.is_root else [self.cert] + self.above[:-1]
-
-    @property
-    def fullchain(self):
-        """This CA then every CA above it up to the root."""
-        return [self.cert] + self.above
-
-    @property
-    def path_length(self):
-        return self.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
-
-    @property
     def key(self):
         if self._key is None:
             path = self.store.ca_path(self.name, "key.pem")
@@ -74,13 +48,6 @@ class Authority:
         return self._key
 
     def require_usable(self, now):
-        """Refuse to issue from an expired or not yet valid CA (or one whose chain is)."""
-        for cert in self.fullchain:
-            who = "issuer" if cert is self.cert else "a CA above issuer"
-            if cert.not_valid_after_utc <= now:
-                raise PkiError(f"{who} {self.name!r} cannot issue: {cert.subject.rfc4514_string()} expired on "
-                               f"{pem.iso(cert.not_valid_after_utc)}; renew that CA first", "issuer_expired")
-            if cert.not_valid_before_utc > now:
-                raise PkiError(f"{who} {self.name!r} cannot issue: {cert.subject.rfc4514_string()} is not valid "
-                               f"before {pem.iso(cert.not_valid_before_utc)}", "issuer_not_yet_valid")
+        """Refuse to issue from an expired or not yet valid CA (or one whose chain is), or with a wrong passphrase."""
+        super().require_usable(now)
         self.key  # noqa: B018 - fail early on a wrong passphrase, before any work

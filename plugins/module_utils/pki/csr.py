@@ -25,6 +25,7 @@ class HostReport:
     held: object = None  # x509.Certificate installed on the host; None when it has none
     held_unreadable: bool = False
     rotating: bool = False  # the CSR is for a new key that is to replace the one in use
+    csr_pem: bytes = None  # the CSR itself, for a backend that signs CSRs (OpenBao)
 
 
 def host_report(name, csr_pem, held_pem=None, rotating=False, check=False):
@@ -52,7 +53,7 @@ def host_report(name, csr_pem, held_pem=None, rotating=False, check=False):
     except PkiError as e:
         raise PkiError(f"the CSR for {what} carries an unusable key: {e}", "bad_csr") from None
     held, unreadable = _held(held_pem, what)
-    return HostReport(public_key, held, unreadable, bool(rotating))
+    return HostReport(public_key, held, unreadable, bool(rotating), data)
 
 
 def _held(held_pem, what):

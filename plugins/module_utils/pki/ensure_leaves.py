@@ -13,9 +13,10 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from . import build, constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
+from . import constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
 from . import store as store_mod
-from .authority import Authority
+from .backends.base import SignError, SignRequest
+from .backends.local import LocalBackend
 from .errors import PkiError
 from .store import KEY_MODE
 
@@ -37,15 +38,19 @@ class Plan:
     bundle_change: object = None  # 'bundle.p12' when the bundle is (re)written or removed
     undeployed: bool = False  # host key: the store's certificate for it has not reached the host yet
     refused: object = None  # the PkiError of a host report refused for this item alone (HOST_REFUSALS)
+    csr_pem: object = None  # host key: the host's CSR, for a backend that signs CSRs
+    error: object = None  # a backends.base.SignError when the backend did not sign it
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
-                  check=False, now=None, reports=None):
+                  check=False, now=None, reports=None, backend=None):
     """Issue, renew or leave alone every spec in ``specs``; returns one result dict per spec, in order.
 
     ``reports`` maps the name of each leaf whose key is on its host to that host's ``csr.HostReport`` (or the
-    ``PkiError`` that refused what the host sent: that item fails alone)."""
+    ``PkiError`` that refused what the host sent: that item fails alone).
+    ``backend`` signs (``backends.base.Backend``; default the store's own CAs)."""
     now = now or pem.utcnow()
+    backend = backend or LocalBackend(store)
     reports = reports or {}
     seen = set()
     for spec in specs:
@@ -56,7 +61,7 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
     with store.lock(create=not check):
         index = store.load_index()
         try:
-            auth = Authority(store, issuer_name, issuer_passphrase)
+            auth = backend.issuer(issuer_name, issuer_passphrase)
         except PkiError as e:  # check mode previews a first run, whose issuer an earlier task would create
             if not (check and e.code == "no_issuer"
                     and all(store.read(store.leaf_path(s.name, "cert.pem")) is None for s in specs)):
@@ -78,11 +83,13 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         befores = [p.cert for p in plans]
         batch = None
         try:
+            failed = []
             if not check:
+                failed = _issue(issuing, auth, backend, index, now)
+                keep = [i for i, p in enumerate(plans) if p.error is None]
+                plans, befores = [plans[i] for i in keep], [befores[i] for i in keep]
                 for p in plans:
-                    if p.reasons:
-                        _issue(p, auth, index, now)
-                    else:
+                    if not p.reasons:
                         issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
                     p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
             derived = [[] if check and p.reasons else _stage_files(store, txn, auth, p, index, check) for p in plans]
@@ -99,6 +106,9 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             if txn.pending or index.changed or store.read(store.index_path) is None:
                 txn.write(store.index_path, index.dumps(), KEY_MODE)
                 txn.commit()
+            if failed:  # what was signed is kept (a re-run deploys it); nothing reached any host yet
+                raise PkiError(f"{len(failed)} of {len(issuing)} certificate(s) not issued: "
+                               + "; ".join(f"{p.spec.name}: {p.error}" for p in failed), failed[0].error.code)
             return results
         except BaseException:
             txn.abort()
@@ -209,7 +219,7 @@ def _held_on_host(p, store, report, index):
         p.reasons.append("key_location_changed")
     elif stored_key is not None:
         p.reasons.append("key_location_changed")
-    p.public_key = report.public_key
+    p.public_key, p.csr_pem = report.public_key, report.csr_pem
     if report.held_unreadable:
         p.reasons.append("unreadable")
     elif report.held is None:
@@ -263,19 +273,28 @@ def _check_constraints(auth, spec):
                            "name_constraints")
 
 
-def _issue(p, auth, index, now):
-    if p.new_key:
-        p.key = keys.generate(p.spec.key)
-        p.public_key = p.key.public_key()
-    not_before, not_after, clipped = issuance.validity(now, p.spec.valid_days, auth.cert)
-    if clipped:
-        p.warnings.append(issuance.clip_warning(f"certificate {p.spec.name!r}", p.spec.valid_days, auth.name,
-                                                auth.cert))
-    p.cert = build.leaf_certificate(p.spec, p.public_key, auth.cert, auth.key,
-                                    issuance.serial(index, auth.name), not_before, not_after, auth.name)
-    record = issuance.record("leaf", p.spec.name, auth.name, p.cert, p.spec.profile, "; ".join(p.reasons), now)
-    record["key_location"] = p.spec.key_location
-    index.add(record)
+def _issue(plans, auth, backend, index, now):
+    """Certify every plan through the backend in one batch; returns the plans that failed (``p.error``)."""
+    for p in plans:
+        if p.new_key:
+            p.key = keys.generate(p.spec.key)
+            p.public_key = p.key.public_key()
+        if issuance.validity(now, p.spec.valid_days, auth.cert)[2]:
+            p.warnings.append(issuance.clip_warning(f"certificate {p.spec.name!r}", p.spec.valid_days, auth.name,
+                                                    auth.cert))
+    signed = backend.sign_many(auth, [SignRequest(p.spec, p.public_key, p.csr_pem, p.key) for p in plans],
+                               index, now)
+    failed = []
+    for p, cert in zip(plans, signed):
+        if isinstance(cert, SignError):
+            p.error = cert
+            failed.append(p)
+            continue
+        p.cert = cert
+        record = issuance.record("leaf", p.spec.name, auth.name, p.cert, p.spec.profile, "; ".join(p.reasons), now)
+        record["key_location"] = p.spec.key_location
+        index.add(record)
+    return failed
 
 
 def _stage_files(store, txn, auth, p, index, check):

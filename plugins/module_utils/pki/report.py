@@ -4,9 +4,9 @@ timeline and the CA tree; one self-contained page)."""
 import datetime as dt
 import html
 import json
-import os
 
 from . import pem
+from .backends.local import LocalBackend
 from .renewal import due
 
 STATUS_ORDER = ("expired", "revoked", "expiring", "due", "ok")
@@ -20,38 +20,37 @@ def openssl_serial(number):
 
 def rows(store, hosts_by_name=None, warn_days=30, now=None):
     """One row per certificate in the store; ``hosts_by_name`` maps a certificate name to its hosts."""
+    return rows_of(LocalBackend(store).list_issued(), hosts_by_name, warn_days, now)
+
+
+def rows_of(issued, hosts_by_name=None, warn_days=30, now=None):
+    """One row per certificate a backend lists (``Backend.list_issued``), soonest expiry first."""
     now = now or pem.utcnow()
     hosts_by_name = hosts_by_name or {}
-    revoked = {r["serial"] for r in store.load_index().records if r.get("status") == "revoked"}
     out, ca_by_subject = [], {}
-    for kind, base in (("ca", os.path.join(store.root, "ca")), ("leaf", os.path.join(store.root, "certs"))):
-        for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-            path = os.path.join(base, name, "cert.pem")
-            data = store.read(path)
-            if data is None:
-                continue
-            cert = pem.load_cert(data, path)
-            left = pem.days_left(cert, now)
-            if left <= 0:
-                status = "expired"
-            elif pem.serial_hex(cert) in revoked:  # the index keeps lower-case hex
-                status = "revoked"
-            elif left <= warn_days:
-                status = "expiring"
-            elif due(cert, None, now):
-                status = "due"
-            else:
-                status = "ok"
-            window = dt.timedelta(days=pem.lifetime_days(cert) / 3)  # renewal's default window
-            row = {"name": name, "kind": kind, "hosts": sorted(hosts_by_name.get(name, [])),
-                   "subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-                   "issuer_name": None, "serial": openssl_serial(cert.serial_number),
-                   "not_before": pem.iso(cert.not_valid_before_utc), "not_after": pem.iso(cert.not_valid_after_utc),
-                   "renew_from": pem.iso(cert.not_valid_after_utc - window),
-                   "days_left": round(left, 1), "status": status}
-            if kind == "ca":
-                ca_by_subject[row["subject"]] = name
-            out.append(row)
+    for item in issued:
+        name, kind, cert = item["name"], item["kind"], item["cert"]
+        left = pem.days_left(cert, now)
+        if left <= 0:
+            status = "expired"
+        elif item["revoked"]:
+            status = "revoked"
+        elif left <= warn_days:
+            status = "expiring"
+        elif due(cert, None, now):
+            status = "due"
+        else:
+            status = "ok"
+        window = dt.timedelta(days=pem.lifetime_days(cert) / 3)  # renewal's default window
+        row = {"name": name, "kind": kind, "hosts": sorted(hosts_by_name.get(name, [])),
+               "subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+               "issuer_name": None, "serial": openssl_serial(cert.serial_number),
+               "not_before": pem.iso(cert.not_valid_before_utc), "not_after": pem.iso(cert.not_valid_after_utc),
+               "renew_from": pem.iso(cert.not_valid_after_utc - window),
+               "days_left": round(left, 1), "status": status}
+        if kind == "ca":
+            ca_by_subject[row["subject"]] = name
+        out.append(row)
     for row in out:
         if not (row["kind"] == "ca" and row["issuer"] == row["subject"]):  # a root has no issuer above it
             row["issuer_name"] = ca_by_subject.get(row["issuer"])

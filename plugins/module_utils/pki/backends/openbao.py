@@ -21,16 +21,21 @@ emailAddress is not supported. Leaf subjects carry the common name only (a role 
 Leaf key usage is digitalSignature only (ECDHE / TLS 1.3; no RSA key transport).
 """
 
+import datetime as dt
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ...cryptography_dep import record_missing
 
-from .. import keys, pem, renewal
+from .. import build, crl as crl_mod, issuance, keys, pem, renewal
 from ..errors import PkiError
+from ..store import KEY_MODE
+from .base import Backend, Issuer, SignError
 from .openbao_http import OpenBaoError
 
 try:
     from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 except ImportError:  # modules fail with missing_required_lib('cryptography'): see cryptography_dep
     record_missing()
 
@@ -379,3 +384,254 @@ def _norm(key, value):
     if isinstance(value, list):
         return sorted(value)
     return value
+
+
+class OpenBaoBackend(Backend):
+    """The ``Backend`` on OpenBao: CAs and the issuance record in OpenBao; ``store`` only caches the CA
+    certificates, chains and CRLs the roles copy to hosts (it may start empty every run)."""
+
+    name = "openbao"
+
+    def __init__(self, client, store):
+        self.client, self.ca, self.store = client, OpenBaoCA(client), store
+
+    def ensure_ca(self, spec, passphrase=None, issuer_passphrase=None, force=False, check=False, now=None):
+        try:
+            result = self.ca.ensure_ca(spec, check=check, force=force, now=now)
+        except PkiError as e:  # check mode previews a first run, whose parent an earlier task would create
+            if not (check and e.code == "no_issuer"):
+                raise
+            result = {"name": spec.name, "mount": self.client.mount(spec.name), "changed": True, "action": "issued",
+                      "reasons": ["missing"], "reason": "missing", "issuer_ca": spec.issuer,
+                      "is_root": spec.issuer is None, "before": None,
+                      "warnings": [f"check mode: issuer {spec.issuer!r} does not exist yet ({e})"]}
+        if passphrase:
+            result["warnings"].append(f"CA {spec.name!r}: passphrase ignored, the key stays inside OpenBao")
+        if not check:
+            roles = self.ca.ensure_roles(result["mount"])
+            if roles["changed"] and not result["changed"]:
+                result.update(changed=True, action="updated",
+                              reasons=[f"role {r}: {', '.join(v['reasons'])}" for r, v in roles["roles"].items()
+                                       if v["changed"]])
+                result["reason"] = "; ".join(result["reasons"])
+            self._cache_ca(spec.name, result)
+        result["paths"] = {f: self.store.ca_path(spec.name, f + ".pem") for f in ("cert", "chain", "fullchain", "crl")
+                           if f != "chain" or spec.issuer}
+        for key in ("certificate", "chain", "fullchain"):
+            result.pop(key, None)
+        return result
+
+    def _cache_ca(self, name, result):
+        """The CA's certificate and chains in the store for the roles (a cache: not a change of its own)."""
+        with self.store.lock():
+            txn = self.store.transaction()
+            txn.changed(self.store.ca_path(name, "cert.pem"), result["certificate"].encode())
+            if result["chain"]:
+                txn.changed(self.store.ca_path(name, "chain.pem"), result["chain"].encode())
+            txn.changed(self.store.ca_path(name, "fullchain.pem"), result["fullchain"].encode())
+            if txn.pending:
+                txn.commit()
+
+    def issuer(self, name, passphrase=None):
+        mount = self.client.mount(name)
+        found = self.ca._issuer(mount)
+        if found is None:
+            raise PkiError(f"issuer {name!r} does not exist in OpenBao (mount {mount!r} has no CA) at "
+                           f"{self.client.nodes[0][3]}: create it with mtls.rollout.ca first", "no_issuer")
+        issuer = Issuer(name, found["cert"], [x509.load_pem_x509_certificate(c.encode()) for c in found["chain"]])
+        issuer.mount = mount
+        return issuer
+
+    def sign_many(self, issuer, requests, index, now):
+        """Through ``<mount>/sign/<profile>`` over the client's pool; a controller key is sent as a CSR."""
+        for req in requests:
+            _leaf_supported(req.spec)
+        batch = [{"csr_pem": req.csr_pem or _csr(req.key), "profile": req.spec.profile,
+                  "common_name": req.spec.subject.common_name or "", "dns": list(req.spec.dns),
+                  "ip": list(req.spec.ip), "email": list(req.spec.email), "ttl_days": req.spec.valid_days}
+                 for req in requests]
+        out = []
+        for req, signed in zip(requests, self.ca.sign_many(issuer.mount, batch)):
+            if not signed["ok"]:
+                out.append(SignError(signed["error"], signed["code"], signed["maybe_issued"]))
+                continue
+            cert = x509.load_pem_x509_certificate(signed["certificate"].encode())
+            if keys.public_der(cert.public_key()) != keys.public_der(req.public_key):
+                out.append(SignError(f"OpenBao certified another key than {req.spec.name!r}'s (serial "
+                                     f"{signed['serial']})", "mismatch", True))
+                continue
+            out.append(cert)
+        return out
+
+    def revoke(self, names=(), serials=(), reason="unspecified", cas=(), check=False, valid_days=7,
+               refresh_before_days=None, force=False, **_ignored):
+        """Revoke in OpenBao (``<mount>/revoke``), then fetch each CA's CRL into the cache.
+
+        By name: the certificates of the store's record under that name when the cache has one, else every
+        unexpired leaf of the CAs whose common name is the name. By serial: looked up in every CA of ``cas``."""
+        now = pem.utcnow()
+        wanted = [crl_mod.normalise_serial(s) for s in serials]
+        issued = self.list_issued(cas, current_only=False)
+        cached = {r["serial"]: r["name"] for r in self.store.load_index().records} if os.path.isdir(
+            self.store.root) else {}
+        targets = []
+        for name in names:
+            found = [c for c in issued if c["kind"] == "leaf" and c["cert"].not_valid_after_utc > now
+                     and (cached.get(c["serial"]) == name or c["common_name"] == name)]
+            if not found:
+                raise PkiError(f"no certificate named {name!r} in OpenBao CAs {', '.join(cas)} (matched by the "
+                               f"cache's record and by common name): nothing revoked; give its serial instead",
+                               "unknown_name")
+            targets += [(c, name) for c in found]
+        for serial in wanted:
+            found = [c for c in issued if c["serial"] == serial]
+            if not found:
+                raise PkiError(f"serial {serial!r} was not issued by OpenBao CAs {', '.join(cas)}: nothing revoked",
+                               "unknown_serial")
+            targets += [(c, serial) for c in found]
+        revoked = []
+        for c, asked in targets:
+            entry = {"name": c["name"], "kind": c["kind"], "serial": c["serial"], "issuer": c["issuer"],
+                     "subject": c["cert"].subject.rfc4514_string(), "not_after": pem.iso(c["cert"].not_valid_after_utc),
+                     "requested": asked, "reason": reason}
+            if c["revoked"]:
+                entry.update(action="already_revoked", revoked_at=c["revoked"])
+            else:
+                entry.update(action="revoked", revoked_at=pem.iso(now))
+                if not check:
+                    done = self.ca.revoke(self.client.mount(c["issuer"]), [c["serial"]])[c["serial"]]
+                    entry["action"] = "revoked" if done["changed"] else "already_revoked"
+            revoked.append(entry)
+        ca_names = list(dict.fromkeys(list(cas) + [e["issuer"] for e in revoked]))
+        crls = [self._ensure_crl(n, valid_days, refresh_before_days, force, check, now) for n in ca_names]
+        changed = any(e["action"] == "revoked" for e in revoked) or any(c["changed"] for c in crls)
+        return {"changed": changed, "revoked": revoked, "crls": crls, "crl_files": [c["path"] for c in crls]}
+
+    def _ensure_crl(self, name, valid_days, refresh_before_days, force, check, now):
+        """OpenBao signs the CRL; re-signed (``crl/rotate``) when forced or in the last part of its validity."""
+        mount, path = self.client.mount(name), self.store.ca_path(name, "crl.pem")
+        result = {"ca": name, "path": path, "changed": False, "reasons": [], "reason": "", "action": "unchanged"}
+        expiry = _hours(valid_days)
+        config = (self.client.read(f"{mount}/config/crl", missing_ok=True) or {}).get("data") or {}
+        if _norm("ttl", config.get("expiry") or "0h") != _norm("ttl", expiry):
+            result["reasons"].append("validity_changed")
+            if not check:
+                self.client.write(f"{mount}/config/crl", {"expiry": expiry})
+        crl = x509.load_pem_x509_crl(self.crl(name))
+        window = valid_days / 3 if refresh_before_days is None else refresh_before_days
+        left = (crl.next_update_utc - now).total_seconds() / 86400 if crl.next_update_utc else 0
+        if left <= window:
+            result["reasons"].append("expired" if left <= 0 else f"due: {left:.1f} days left")
+        if force:
+            result["reasons"].append("forced")
+        if result["reasons"]:
+            result.update(changed=True, action="refreshed", reason="; ".join(result["reasons"]))
+            if not check:
+                self.client.read(f"{mount}/crl/rotate")
+                crl = x509.load_pem_x509_crl(self.crl(name))
+        result["before"] = None
+        result.update({"number": crl_mod.crl_number(crl), "this_update": pem.iso(crl.last_update_utc),
+                       "next_update": pem.iso(crl.next_update_utc) if crl.next_update_utc else None,
+                       "revoked_count": len(crl)})
+        if not check:
+            found = self.ca._issuer(mount)  # the CA beside its CRL, so the cache checks it whatever ran before
+            chain = "".join(found["chain"])
+            self._cache_ca(name, {"certificate": found["pem"], "chain": chain, "fullchain": found["pem"] + chain})
+            with self.store.lock():
+                txn = self.store.transaction()
+                txn.changed(path, crl.public_bytes(serialization.Encoding.PEM))
+                index = self.store.load_index()
+                if self._record_revoked(index, name, mount, crl):
+                    txn.write(self.store.index_path, index.dumps(), KEY_MODE)
+                if txn.pending:
+                    txn.commit()
+        return result
+
+    def _record_revoked(self, index, name, mount, crl):
+        """The cache's record learns every revocation the CA's CRL lists (the nginx role checks the cached CRL
+        against it); True when it changed."""
+        changed = False
+        for entry in crl:
+            serial = format(entry.serial_number, "x")
+            when = pem.iso(entry.revocation_date_utc)
+            known = [r for r in index.records if r["issuer"] == name and r["serial"] == serial]
+            if not known:
+                data = self.client.read(f"{mount}/cert/{serial_colons(serial)}", missing_ok=True)
+                if data is None:
+                    continue
+                cert = x509.load_pem_x509_certificate(data["data"]["certificate"].encode())
+                index.add(issuance.record("leaf", _common_name(cert) or serial, name, cert,
+                                          reason="recorded from OpenBao"))
+                known = [index.records[-1]]
+            for r in known:
+                if r.get("status") != "revoked":
+                    r.update(status="revoked", revoked_at=when)
+                    changed = True
+        return changed
+
+    def crl(self, ca_name):
+        data = self.ca.crl(self.client.mount(ca_name))
+        return data if data.strip() else None
+
+    def list_issued(self, ca_names=None, current_only=True):
+        """The CAs' own certificates, then every leaf each CA issued (read from ``<mount>/certs`` over the pool);
+        ``current_only`` keeps the newest leaf per subject. Leaves are named by the cache's record, else their CN."""
+        ca_names = list(ca_names or [])
+        if not ca_names:
+            raise PkiError("the openbao backend lists certificates per CA: give the CA names (cas)", "config")
+        cached = {r["serial"]: r["name"] for r in self.store.load_index().records} if os.path.isdir(
+            self.store.root) else {}
+        out, cas = [], {}
+        for name in ca_names:
+            issuer = self.issuer(name)
+            cas[pem.serial_hex(issuer.cert)] = name
+            out.append(_row(name, "ca", issuer.cert, None, name))
+        for name in ca_names:
+            mount = self.client.mount(name)
+            serials = self.client.list(f"{mount}/certs")
+
+            def one(serial, mount=mount):
+                return self.client.read(f"{mount}/cert/{serial}")["data"]
+            with ThreadPoolExecutor(max_workers=self.client.pool_size) as pool:
+                records = list(pool.map(one, serials))
+            newest = {}
+            for data in records:
+                cert = x509.load_pem_x509_certificate(data["certificate"].encode())
+                if pem.is_ca(cert):
+                    continue
+                serial = pem.serial_hex(cert)
+                revoked = pem.iso(dt.datetime.fromtimestamp(data["revocation_time"], dt.timezone.utc)) \
+                    if data.get("revocation_time") else None
+                row = _row(cached.get(serial) or _common_name(cert) or serial, "leaf", cert, revoked, name)
+                key = row["subject"] if current_only else serial
+                if key not in newest or newest[key]["cert"].not_valid_before_utc < cert.not_valid_before_utc:
+                    newest[key] = row
+            out += list(newest.values())
+        return out
+
+
+def _row(name, kind, cert, revoked, issuer):
+    return {"name": name, "kind": kind, "cert": cert, "serial": pem.serial_hex(cert), "revoked": revoked,
+            "issuer": issuer, "common_name": _common_name(cert), "subject": cert.subject.rfc4514_string()}
+
+
+def _common_name(cert):
+    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return cns[0].value if cns else None
+
+
+def _leaf_supported(spec):
+    extra = [k for k, v in spec.subject.attrs if k != "common_name" and v]
+    if extra:
+        raise PkiError(f"certificate {spec.name!r}: the openbao backend puts the common name only in a leaf's "
+                       f"subject (OpenBao's roles fix the rest); remove {', '.join(sorted(extra))} or use the local "
+                       f"backend", "unsupported")
+    if spec.crl_url:
+        raise PkiError(f"certificate {spec.name!r}: crl_url is not supported with the openbao backend (OpenBao "
+                       f"sets revocation URLs per mount, <mount>/config/urls); leave mtls_crl_url empty", "unsupported")
+
+
+def _csr(key):
+    """A CSR for a key the controller holds (OpenBao signs CSRs only); its names are ignored by the role."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    return builder.sign(key, build.signature_hash(key)).public_bytes(serialization.Encoding.PEM)

@@ -27,6 +27,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from ..errors import PkiError
+
 log = logging.getLogger(__name__)
 
 STANDBY = (429, 472, 473)  # standby / performance standby / DR secondary: the request was not handled
@@ -35,15 +37,15 @@ NOT_HANDLED_5XX = ("vault is sealed", "local node not active", "no active", "sta
 IDLE_SECONDS = 30.0  # reuse an idle connection at most this long (OpenBao closes idle ones after 5 min)
 
 
-class OpenBaoError(Exception):
-    """Every failure of the client: ``code`` names the kind, the message names the node and what to do.
+class OpenBaoError(PkiError):
+    """Every failure of the client (a ``PkiError``): ``code`` names the kind, the message names the node and what to do.
 
     ``maybe_done``: the request reached OpenBao and may have taken effect (e.g. a certificate issued).
     """
 
     def __init__(self, message, code, node=None, status=None, maybe_done=False, errors=()):
-        super().__init__(message)
-        self.code, self.node, self.status, self.maybe_done, self.errors = code, node, status, maybe_done, list(errors)
+        super().__init__(message, code)
+        self.node, self.status, self.maybe_done, self.errors = node, status, maybe_done, list(errors)
 
 
 class _Conn:

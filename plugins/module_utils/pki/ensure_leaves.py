@@ -98,7 +98,8 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             # built while worker processes (if any) write the files and make the bundles
             done = {id(p): _result(store, p, before, d, check and bool(p.reasons))
                     for p, before, d in zip(plans, befores, derived)}
-            results = [_refused_result(p) if p.refused is not None else done[id(p)] for p in planned]
+            results = [_refused_result(p) if p.refused is not None else done[id(p)]
+                       for p in planned if p.error is None]  # a sign error fails the task below
             if check:
                 return results
             _finish_bundles(store, txn, auth, plans, index, batch)

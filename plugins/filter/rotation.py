@@ -18,8 +18,8 @@ def rotation_plan(cas, ca, to, server_issuer, client_issuer, new_server_issuer="
         raise AnsibleFilterError(str(e)) from None
 
 
-def rotation_phase(plan, probes, clients, round_name="", ran=""):
-    result = rotate.derive(plan, probes, clients, round_name)
+def rotation_phase(plan, probes, clients, round_name="", ran="", servers=None):
+    result = rotate.derive(plan, probes, clients, round_name, servers)
     result["regressed"] = rotate.regressed(result, ran)
     return result
 

@@ -142,8 +142,9 @@ def _why_failed(result):
     return result.get("error") or result.get("msg") or f"HTTP {_status(result)}"
 
 
-def derive(p, probes, clients, round_name=""):
-    """The next phase from the control node's ``probes`` (registered loop results, item = [server, kind]) and
+def derive(p, probes, clients, round_name="", servers=None):
+    """The next phase from the control node's ``probes`` (registered loop results, item = [server, kind]) of every
+    host in ``servers`` and
     ``clients`` ({host: {round, pem (its ca.pem then cert.pem), requests: [uri results, item = server]}}).
 
     Returns {phase, why, violations, problems, servers, clients}: ``problems`` are facts that could not be
@@ -169,6 +170,8 @@ def derive(p, probes, clients, round_name=""):
         if r.get("skipped"):
             continue
         by_server.setdefault(item[0], {})[item[1]] = r
+    for host in sorted(set(servers or ()) - set(by_server)):
+        problems.append(f"{host}: not probed in this round (unreachable, or it failed earlier in the run)")
     servers, seen = {}, {}
     for host, res in sorted(by_server.items()):
         base = res.get("old_root") or {}

@@ -134,3 +134,9 @@ def test_a_phase_that_ran_without_taking_hold_is_named(fleet_store):
         "phase trust_both ran but is not proven on every host: web1 does not accept client identities of the new "
         "hierarchy; cli1 does not trust the new root")
     assert rotate.regressed(result, "introduce") == "" and rotate.regressed(result, "") == ""
+
+
+def test_a_server_without_probe_results_is_a_problem(fleet_store):
+    p, s = root_plan(fleet_store.root), fleet_store
+    result = rotate.derive(p, server(s, False, True, False), client(s, ["root"], "cli"), "r", ["web1", "web2"])
+    assert result["problems"] == ["web2: not probed in this round (unreachable, or it failed earlier in the run)"]

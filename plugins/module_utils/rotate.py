@@ -145,7 +145,7 @@ def _why_failed(result):
 def derive(p, probes, clients, round_name="", servers=None):
     """The next phase from the control node's ``probes`` (registered loop results, item = [server, kind]) of every
     host in ``servers`` and
-    ``clients`` ({host: {round, pem (its ca.pem then cert.pem), requests: [uri results, item = server]}}).
+    ``clients`` ({host: {round, pem (its ca.pem, cert.pem, system bundle), requests: [uri results, item = server]}}).
 
     Returns {phase, why, violations, problems, servers, clients}: ``problems`` are facts that could not be
     proven (a host that did not answer, a failed request from a client host, a served chain a client cannot
@@ -208,8 +208,8 @@ def derive(p, probes, clients, round_name="", servers=None):
         if not isinstance(c, dict) or c.get("round") != round_name:
             problems.append(f"{host}: the client host did not report what it trusts and holds")
             continue
-        found = _pems(c.get("pem"), f"{host}: ca.pem and cert.pem")
-        bundle = [x for x in found if pem.is_ca(x)]  # ca.pem: the roots it trusts
+        found = _pems(c.get("pem"), f"{host}: ca.pem, cert.pem and its system bundle")
+        bundle = [x for x in found if pem.is_ca(x)]  # ca.pem and the system trust store: the roots it trusts
         leaf = [x for x in found if not pem.is_ca(x)]  # cert.pem: its identity
         if not bundle or not leaf:
             problems.append(f"{host}: no readable ca.pem or cert.pem in its client directory")

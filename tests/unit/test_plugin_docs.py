@@ -49,7 +49,8 @@ def test_modules_name_what_they_need(module_docs):
 
 
 @pytest.mark.parametrize("kind, names", [
-    ("filter", ["server_certificates", "client_certificates", "verify_depth", "pem_bundle", "certificate_hosts"]),
+    ("filter", ["server_certificates", "client_certificates", "verify_depth", "pem_bundle", "certificate_hosts",
+                "rotation_plan", "rotation_phase"]),
     ("test", ["ip_address"]),
 ])
 def test_filters_and_tests_are_documented(kind, names):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from . import build, constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
 from . import store as store_mod
+from . import verdicts as verdicts_mod
 from .authority import Authority
 from .errors import PkiError
 from .store import KEY_MODE
@@ -30,6 +31,7 @@ class Plan:
     warnings: list = field(default_factory=list)
     bundle_change: object = None  # 'bundle.p12' when the bundle is (re)written or removed
     undeployed: bool = False  # host key: the store's certificate for it has not reached the host yet
+    facts: dict = None  # up to date by its recorded verdict (verdicts.py): its files were hashed, not parsed
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
@@ -56,7 +58,11 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             return [dict(_result(store, Plan(s, reasons=["missing"], new_key=True), None, [], True),
                          warnings=[f"check mode: issuer {issuer_name!r} does not exist yet ({e})"]) for s in specs]
         holders = key_reuse.Holders(store)
-        plans = [_plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name), holders)
+        verdicts = verdicts_mod.Verdicts(store, verdicts_mod.context(
+            pem.fingerprint(auth.cert), _issuer_pems(auth), renew_before_days))
+        store.digests = {}  # what the full checks read, for recording their verdicts
+        plans = [(None if force else _recorded(verdicts, spec, index, auth, now))
+                 or _plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name), holders)
                  for spec in specs]
         for p in plans:
             p.warnings += sweep.get(p.spec.name, [])
@@ -71,12 +77,15 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         try:
             if not check:
                 for p in plans:
+                    if p.facts is not None:
+                        continue
                     if p.reasons:
                         _issue(p, auth, index, now)
                     else:
                         issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
                     p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
-            derived = [[] if check and p.reasons else _stage_files(store, txn, auth, p, index, check) for p in plans]
+            derived = [[] if check and p.reasons or p.facts is not None else _stage_files(store, txn, auth, p, index, check)
+                       for p in plans]
             if not check:
                 batch = _start_writing(store, txn, auth, plans, index)
             # built while worker processes (if any) write the files and make the bundles
@@ -85,17 +94,70 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             if check:
                 return results
             _finish_bundles(store, txn, auth, plans, index, batch)
+            written = _written(txn, index)
             # the index alone may have changed too: a certificate on disk it did not know (reconcile)
             if txn.pending or index.changed or store.read(store.index_path) is None:
                 txn.write(store.index_path, index.dumps(), KEY_MODE)
                 txn.commit()
+            _record(verdicts, store, auth, plans, results, index, written, renew_before_days, now)
             return results
         except BaseException:
             txn.abort()
             raise
         finally:
+            store.digests = None
             if batch is not None:
                 batch.close()
+
+
+def _recorded(verdicts, spec, index, auth, now):
+    """A Plan for a leaf up to date by its recorded verdict (``verdicts.Verdicts.hit``) and what is checked on
+    every run: not forced, its bundle's password the one in the index's settings HMAC, its serial in the index."""
+    if spec.key_location != "controller" or spec.force:
+        return None
+    meta = index.bundles.get(spec.name)
+    if _store_bundle(spec) is not None and not (
+            isinstance(meta, dict) and isinstance(meta.get("salt"), str)
+            and meta.get("settings") == _settings_digest(spec.pkcs12, meta["salt"])):
+        return None
+    facts = verdicts.hit(spec, meta, now)
+    if facts is None or not index.has_serial(auth.name, facts["serial"]):
+        return None
+    return Plan(spec, facts=facts)
+
+
+def _written(txn, index):
+    """{path: SHA-256 hex (ABSENT: removed)} of what the transaction is about to commit."""
+    out = {}
+    for path, (data, _mode) in txn.pending.items():
+        if data is store_mod.EXTERNAL:  # a bundle written by a worker: its digest is in the index
+            meta = index.bundles.get(os.path.basename(os.path.dirname(path)))
+            out[path] = meta.get("sha256") if meta else store_mod.CHANGED
+        else:
+            out[path] = store_mod.ABSENT if data is None else hashlib.sha256(data).hexdigest()
+    return out
+
+
+def _record(verdicts, store, auth, plans, results, index, written, renew_before_days, now):
+    """Record the verdict of every controller-key leaf the full check found (or this run made) up to date: what
+    the store now holds for it is what was read or written in this run, and a full check of it finds nothing."""
+    for p, result in zip(plans, results):
+        spec = p.spec
+        if (p.facts is not None or spec.key_location != "controller" or p.cert is None or p.key is None
+                or renewal.key_changed(spec.key, p.key)
+                or _reasons(spec, p.cert, p.key.public_key(), auth, renew_before_days, False, now)):
+            continue
+        hashes = {}
+        for f in store_mod.LEAF_FILES:
+            path = store.leaf_path(spec.name, f)
+            hashes[f] = written.get(path) or store.digests.get(path)
+            if hashes[f] is None and f == "bundle.p12" and not os.path.lexists(path):  # checked by exists()
+                hashes[f] = store_mod.ABSENT
+        if all(h not in (None, store_mod.CHANGED) for h in hashes.values()):
+            window = spec.renew_before_days if spec.renew_before_days is not None else renew_before_days
+            verdicts.record(spec, index.bundles.get(spec.name), hashes, result, p.cert.not_valid_after_utc,
+                            pem.lifetime_days(p.cert) / 3 if window is None else window)
+    verdicts.save()
 
 
 def _plan(store, auth, spec, renew_before_days, force, now, report, holders):
@@ -394,6 +456,8 @@ def _stage_bundle(txn, p, auth, index, data=None, digest=None):
 
 def _result(store, p, before, derived, pending_issue):
     spec = p.spec
+    if p.facts is not None:
+        before = None
     if p.reasons:
         action = "issued" if before is None and "unreadable" not in p.reasons else "renewed"
         reasons = list(p.reasons)
@@ -413,7 +477,9 @@ def _result(store, p, before, derived, pending_issue):
               "key_location": spec.key_location, "warnings": p.warnings,
               "key_rotated": bool(p.reasons) and before is not None and (
                   p.new_key or "key_rotation" in p.reasons or "key_location_changed" in p.reasons),
-              "before": pem.facts(before) if before is not None else None}
-    if p.cert is not None and not pending_issue:
+              "before": pem.facts(before) if before is not None else p.facts}
+    if p.facts is not None:
+        result.update(p.facts)
+    elif p.cert is not None and not pending_issue:
         result.update(result["before"] if p.cert is before else pem.facts(p.cert))
     return result

@@ -4,6 +4,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ BATCH_SYNC_MIN = 64
 LEAF_FILES = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem", "bundle.p12")
 CA_FILES = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "crl.pem")
 PRIVATE_FILES = ("key.pem", ".p12", "index.json")  # suffixes of files that must be 0600
+ABSENT, CHANGED = "-", "changed"  # Store.digests: no file; read twice, two contents
 # temp files of _write_temp and the rollback links of Transaction.commit: "<file>.tmp-<pid>[.old]"
 TEMP_FILE = re.compile(r"\.tmp-[0-9]+(\.old)?$")
 
@@ -29,6 +31,7 @@ class Store:
     def __init__(self, root):
         self.root = os.path.abspath(os.path.expanduser(root))
         self._checked = set()  # directories check_path found safe
+        self.digests = None  # {path: SHA-256 hex of what ``read`` returned (ABSENT: no file)} when a dict
 
     def ca_path(self, name, filename=""):
         return os.path.join(self.root, "ca", name, filename)
@@ -120,19 +123,41 @@ class Store:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
+            if self.digests is not None:
+                self._remember(path, ABSENT)
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise PkiError(f"{path} in the store is a symlink (to {os.readlink(path)}): the store never "
                                f"follows a symlink; replace it with the file itself", "symlink") from None
             raise
-        with os.fdopen(fd, "rb") as f:
-            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        try:
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077 and path.endswith(PRIVATE_FILES) and _inside(path, self.root):
                 raise PkiError(f"{path} has mode {mode:04o}, readable by other users: make it private "
                                f"(chmod 600 {path}) and, as the key may have been read, rotate it "
                                f"(rotate_key or force)", "mode")
-            return f.read()
+            chunks = [os.read(fd, st.st_size + 1)]  # plain reads: thousands of small files per run
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 16))
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if self.digests is not None:
+            self._remember(path, hashlib.sha256(data).hexdigest())
+        return data
+
+    def read_leaf(self, name, filenames):
+        """{filename: content or None} of a leaf's files, each read as ``read`` does."""
+        base = self.leaf_path(name)
+        return {f: self.read(base + f) for f in filenames}
+
+    def _remember(self, path, digest):
+        """Keep the digest of what a read returned; a file read twice with different contents gets none
+        (``CHANGED``), so no one takes either read for what the file holds."""
+        if self.digests.setdefault(path, digest) != digest:
+            self.digests[path] = CHANGED
 
     def load_index(self):
         """The index as on disk; refused, naming what is wrong, when it is not valid JSON of the index's
@@ -466,6 +491,18 @@ def write_temp(tmp, data, mode):
         with contextlib.suppress(FileExistsError):
             os.mkdir(os.path.dirname(tmp), DIR_MODE)
         _write_temp(None, data, mode, sync=_syncfs() is None, tmp=tmp)
+
+
+def write_cache(path, data, mode):
+    """Replace a cache file (e.g. ``verified.json``) atomically, without syncing: lost or torn by a crash, a
+    cache is only ignored. A failure to write it (e.g. a full disk) leaves the old one and is not an error."""
+    with contextlib.suppress(OSError):
+        tmp = _write_temp(path, data, mode, sync=False)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            os.unlink(tmp)
+            raise
 
 
 def _write_temp(path, data, mode, sync=True, tmp=None):

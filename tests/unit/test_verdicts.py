@@ -170,10 +170,14 @@ def test_a_new_bundle_password_rewrites_the_bundle(recorded):
     assert "pw-two" not in open(os.path.join(recorded.root, "verified.json"), encoding="utf-8").read()
 
 
-def test_bundle_metadata_removed_from_the_index_rewrites_the_bundle(recorded):
+@pytest.mark.parametrize("edit", ["sha256", "cert", "removed"])
+def test_bundle_metadata_edited_in_the_index_rewrites_the_bundle(recorded, edit):
     with open(recorded.index_path, encoding="utf-8") as f:
         index = json.load(f)
-    del index["bundles"]["c1"]
+    if edit == "removed":
+        del index["bundles"]["c1"]
+    else:
+        index["bundles"]["c1"][edit] = "00"
     with open(recorded.index_path, "w", encoding="utf-8") as f:
         json.dump(index, f)
     got = by_name(issue(recorded, "int", ITEMS, now=NOW))

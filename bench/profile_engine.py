@@ -32,10 +32,11 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--cprofile", action="store_true")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--store", help="use (and keep) this store: a second call re-runs both phases")
     ap.add_argument("--profile-first", action="store_true", help="profile the first run too (slow at N = 10000)")
     a = ap.parse_args()
     os.makedirs(os.path.join(BENCH, "work"), exist_ok=True)
-    root = tempfile.mkdtemp(prefix="profile-", dir=os.path.join(BENCH, "work"))
+    root = a.store or tempfile.mkdtemp(prefix="profile-", dir=os.path.join(BENCH, "work"))
     try:
         s = store.Store(root)
         ensure_ca(s, specs.ca_spec("root"))
@@ -60,7 +61,8 @@ def main():
             if prof:
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(a.top)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not a.store:
+            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

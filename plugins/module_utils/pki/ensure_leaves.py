@@ -466,11 +466,13 @@ def _result(store, p, before, derived, pending_issue):
         reasons = (["issued earlier, not on the host yet"] if p.undeployed else []) + [f"{f} out of date" for f in derived]
     else:
         action, reasons = "unchanged", []
-    files = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem")
-    paths = {f.split(".", maxsplit=1)[0]: store.leaf_path(spec.name, f)
-             for f in files if f != "key.pem" or spec.key_location == "controller"}
+    base = store.leaf_path(spec.name)  # ends in a separator
+    paths = {"cert": base + "cert.pem", "key": base + "key.pem", "chain": base + "chain.pem",
+             "fullchain": base + "fullchain.pem", "ca": base + "ca.pem"}
+    if spec.key_location != "controller":
+        del paths["key"]
     if _store_bundle(spec) is not None:
-        paths["pkcs12"] = store.leaf_path(spec.name, "bundle.p12")
+        paths["pkcs12"] = base + "bundle.p12"
     result = {"name": spec.name, "changed": action != "unchanged", "action": action, "reasons": reasons,
               "reason": "; ".join(reasons), "profile": spec.profile, "dns": list(spec.dns),
               "ip": [str(i) for i in spec.ip], "email": list(spec.email), "paths": paths,

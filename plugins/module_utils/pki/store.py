@@ -79,13 +79,11 @@ class Store:
         """Remove the temp files of writers that died (kill -9, power loss): only the lock holder writes
         temp files, so under the lock every one found is stale. Returns the paths removed."""
         removed = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-            for f in filenames:
-                if TEMP_FILE.search(f):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(dirpath, f))
-                        removed.append(os.path.join(dirpath, f))
+        for entry in _files_below(self.root):
+            if TEMP_FILE.search(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
         return removed
 
     def check_path(self, path):
@@ -138,12 +136,15 @@ class Store:
                 raise PkiError(f"{path} has mode {mode:04o}, readable by other users: make it private "
                                f"(chmod 600 {path}) and, as the key may have been read, rotate it "
                                f"(rotate_key or force)", "mode")
-            chunks = [os.read(fd, st.st_size + 1)]  # plain reads: thousands of small files per run
-            while chunks[-1]:
-                chunks.append(os.read(fd, 1 << 16))
+            # plain reads, thousands of small files per run: one read gets the whole file, unless it was short or
+            # the file grew since fstat
+            data = os.read(fd, st.st_size + 1)
+            chunk = data if len(data) != st.st_size else b""
+            while chunk:
+                chunk = os.read(fd, 1 << 16)
+                data += chunk
         finally:
             os.close(fd)
-        data = b"".join(chunks)
         if self.digests is not None:
             self._remember(path, hashlib.sha256(data).hexdigest())
         return data
@@ -430,6 +431,16 @@ class Transaction:
         if self.store.read(index_path) != self.store._loaded_index:
             raise PkiError(f"{index_path} was changed by another run while this one held the store's lock (was "
                            f"the store's lock bypassed?); nothing was written, run again", "index_changed")
+
+
+def _files_below(directory):
+    """The entries of every non-directory below ``directory``, never through a symlinked directory."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _files_below(entry.path)
+            else:
+                yield entry
 
 
 def _inside(path, root):

@@ -118,6 +118,16 @@ class Store:
         """File content, or None when the file does not exist. Refuses symlinks, directories of the store
         open to others (``check_path``) and private files (keys, bundles, the index) that are not 0600."""
         self.check_path(path)
+        return self._read_checked(path)
+
+    def read_leaf(self, name, filenames):
+        """{filename: content or None} of a leaf's files, each read as ``read`` does (its directory checked once)."""
+        base = self.leaf_path(name)
+        self.check_path(base)
+        return {f: self._read_checked(base + f) for f in filenames}
+
+    def _read_checked(self, path):
+        """``read`` once ``check_path`` passed for the file's directory."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
@@ -148,11 +158,6 @@ class Store:
         if self.digests is not None:
             self._remember(path, hashlib.sha256(data).hexdigest())
         return data
-
-    def read_leaf(self, name, filenames):
-        """{filename: content or None} of a leaf's files, each read as ``read`` does."""
-        base = self.leaf_path(name)
-        return {f: self.read(base + f) for f in filenames}
 
     def _remember(self, path, digest):
         """Keep the digest of what a read returned; a file read twice with different contents gets none

@@ -330,7 +330,8 @@ def main():
         before = r.pop("before")
         if r["changed"]:
             diffs.append(module_args.diff(before, r))
-    out = {"changed": any(r["changed"] for r in results), "certificates": results, "summary": summary}
+    out = {"changed": any(r["changed"] for r in results), "certificates": results, "summary": summary,
+           "invocation": module_args.invocation(p, "certificates")}
     if module._diff and diffs:
         out["diff"] = diffs
     module.exit_json(**out)

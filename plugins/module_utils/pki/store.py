@@ -118,7 +118,10 @@ class Store:
         """File content, or None when the file does not exist. Refuses symlinks, directories of the store
         open to others (``check_path``) and private files (keys, bundles, the index) that are not 0600."""
         self.check_path(path)
-        return self._read_checked(path)
+        data = self._read_checked(path)
+        if self.digests is not None:
+            self._remember(path, hashlib.sha256(data).hexdigest() if data is not None else ABSENT)
+        return data
 
     def read_leaf(self, name, filenames):
         """{filename: content or None} of a leaf's files, each read as ``read`` does (its directory checked once)."""
@@ -131,8 +134,6 @@ class Store:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            if self.digests is not None:
-                self._remember(path, ABSENT)
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:
@@ -155,8 +156,6 @@ class Store:
                 data += chunk
         finally:
             os.close(fd)
-        if self.digests is not None:
-            self._remember(path, hashlib.sha256(data).hexdigest())
         return data
 
     def _remember(self, path, digest):

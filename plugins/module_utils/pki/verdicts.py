@@ -88,14 +88,30 @@ class Verdicts:
 
     def _digest(self, spec, meta, hashes, entry):
         """The digest of a verdict's inputs and of what the entry records (an edited entry is not taken)."""
-        if spec.pkcs12 is not None:  # the password is checked against the index's settings HMAC, not kept here
-            spec = dataclasses.replace(spec, pkcs12=dataclasses.replace(spec.pkcs12, password=""))
         h = hashlib.sha256(self.context)
-        h.update(repr(spec).encode())
+        h.update(_spec_key(spec).encode())
         h.update(json.dumps([meta, entry["facts"], entry["not_after"], entry["window"]], sort_keys=True).encode())
         for f in LEAF_FILES:
             h.update(f"\0{f}={hashes[f]}".encode())
         return h.hexdigest()
+
+
+def _spec_key(spec):
+    """Every field of the spec, its bundle's password excepted (checked against the index's settings HMAC)."""
+    values = [_fields(spec, "pkcs12")]
+    if spec.pkcs12 is not None:
+        values.append(_fields(spec.pkcs12, "password"))
+    return repr(values)
+
+
+def _fields(obj, excepted):
+    names = _FIELDS.get(type(obj))
+    if names is None:
+        names = _FIELDS[type(obj)] = [f.name for f in dataclasses.fields(obj)]
+    return [(n, getattr(obj, n)) for n in names if n != excepted]
+
+
+_FIELDS = {}
 
 
 def context(auth_fingerprint, issuer_pems, renew_before_days):

@@ -78,21 +78,27 @@ class Store:
     def remove_stale_temp_files(self):
         """Remove the temp files of writers that died (kill -9, power loss): only the lock holder writes
         temp files, so under the lock every one found is stale. Returns the paths removed."""
-        removed = []
-        for entry in _files_below(self.root):
-            if TEMP_FILE.search(entry.name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed.append(entry.path)
+        removed, directories = [], [self.root]
+        while directories:  # every directory below the root, never through a symlink
+            with os.scandir(directories.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        directories.append(entry.path)
+                    elif TEMP_FILE.search(entry.name):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                            removed.append(entry.path)
         return removed
 
     def check_path(self, path):
         """Refuse a path whose directories below the store root are symlinks, or whose own directory (a
         leaf's or a CA's) is open to group/others: the store never follows a symlink out of itself."""
-        checked, d = self._checked, self.root
-        if os.path.dirname(path) in checked:
+        checked, d, parent = self._checked, self.root, os.path.dirname(path)
+        if parent in checked:
             return
-        rel = os.path.relpath(os.path.dirname(path), self.root)
+        prefix = self.root + os.sep
+        rel = parent[len(prefix):] if parent.startswith(prefix) and ".." not in parent else os.path.relpath(
+            parent, self.root)
         if rel == "." or rel.startswith(".."):
             return
         for part in rel.split(os.sep):
@@ -108,7 +114,7 @@ class Store:
                                f"symlink out of itself; replace it with a directory", "symlink")
             if not stat.S_ISDIR(st.st_mode):
                 raise PkiError(f"{d} in the store is not a directory", "corrupt")
-            if st.st_mode & 0o077 and d == os.path.dirname(path):  # a leaf's or CA's own directory
+            if st.st_mode & 0o077 and d == parent:  # a leaf's or CA's own directory
                 raise PkiError(f"{d} in the store has mode {stat.S_IMODE(st.st_mode):04o}, open to other users: "
                                f"make it private (chmod 700 {d}), and if a key in it may have been read, "
                                f"rotate that key", "mode")
@@ -435,16 +441,6 @@ class Transaction:
         if self.store.read(index_path) != self.store._loaded_index:
             raise PkiError(f"{index_path} was changed by another run while this one held the store's lock (was "
                            f"the store's lock bypassed?); nothing was written, run again", "index_changed")
-
-
-def _files_below(directory):
-    """The entries of every non-directory below ``directory``, never through a symlinked directory."""
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                yield from _files_below(entry.path)
-            else:
-                yield entry
 
 
 def _inside(path, root):

@@ -68,7 +68,7 @@ class Verdicts:
         if entry.get("digest") != self._digest(spec, meta, hashes, entry):
             return None
         now_left = (dt.datetime.fromtimestamp(entry["not_after"], dt.timezone.utc) - pem.utcnow()).total_seconds()
-        return dict(entry["facts"], days_remaining=round(now_left / 86400, 2))  # as pem.facts
+        return dict({k: entry["facts"][k] for k in FACTS}, days_remaining=round(now_left / 86400, 2))  # as pem.facts
 
     def record(self, spec, meta, hashes, facts, not_after, window):
         """Record that the full check found ``spec``'s leaf up to date with files of these ``hashes``."""
@@ -90,7 +90,8 @@ class Verdicts:
         """The digest of a verdict's inputs and of what the entry records (an edited entry is not taken)."""
         h = hashlib.sha256(self.context)
         h.update(_spec_key(spec).encode())
-        h.update(json.dumps([meta, entry["facts"], entry["not_after"], entry["window"]], sort_keys=True).encode())
+        recorded = [entry["facts"].get(k) for k in FACTS] + [entry["not_after"], entry["window"]]
+        h.update(repr([sorted(meta.items()) if isinstance(meta, dict) else meta, recorded]).encode())
         for f in LEAF_FILES:
             h.update(f"\0{f}={hashes[f]}".encode())
         return h.hexdigest()

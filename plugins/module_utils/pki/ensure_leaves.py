@@ -84,8 +84,8 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
                     else:
                         issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
                     p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
-            derived = [[] if check and p.reasons or p.facts is not None else _stage_files(store, txn, auth, p, index, check)
-                       for p in plans]
+            derived = [[] if check and p.reasons or p.facts is not None
+                       else _stage_files(store, txn, auth, p, index, check) for p in plans]
             if not check:
                 batch = _start_writing(store, txn, auth, plans, index)
             # built while worker processes (if any) write the files and make the bundles

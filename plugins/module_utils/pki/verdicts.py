@@ -124,7 +124,7 @@ def context(auth_fingerprint, issuer_pems, renew_before_days):
         module = sys.modules.get(f"{__package__}.{name}")
         try:
             source = module.__loader__.get_source(module.__name__)
-        except Exception:  # pylint: disable=broad-except  # no source: no cache, every leaf takes the full check
+        except (AttributeError, ImportError, OSError, ValueError):  # no source: every leaf gets the full check
             source = None
         if not source:
             return None

@@ -38,8 +38,8 @@ def _run_module(tmp_path, args):
 
 
 def test_certificates_results_changed_returns_the_changed_ones_and_counts_all(pki, tmp_path):
-    args = {"pki_dir": pki.root, "issuer": "int", "defaults": {"profile": "client",
-                                                                 "pkcs12": {"password": "p12-secret-pw"}},
+    defaults = {"profile": "client", "pkcs12": {"password": "p12-secret-pw"}}
+    args = {"pki_dir": pki.root, "issuer": "int", "defaults": defaults,
             "certificates": [{"name": "a", "common_name": "a"}, {"name": "b", "common_name": "b"}]}
     first = _run_module(tmp_path, dict(args, results="changed"))
     assert [c["name"] for c in first["certificates"]] == ["a", "b"] and first["summary"]["issued"] == 2

@@ -33,7 +33,6 @@ FACTS = ("serial", "subject", "issuer", "not_before", "not_after", "fingerprint_
 CODE = ("authority", "build", "ensure_leaves", "issuance", "keys", "pem", "renewal", "specs", "store", "verdicts")
 
 
-
 class Verdicts:
     """The entries of ``verified.json`` for one run under the store's lock."""
 

@@ -140,12 +140,14 @@ def _written(txn, index):
 
 def _record(verdicts, store, auth, plans, results, index, written, renew_before_days, now):
     """Record the verdict of every controller-key leaf the full check found (or this run made) up to date: what
-    the store now holds for it is what was read or written in this run, and a full check of it finds nothing."""
+    the store now holds for it is what was read or written in this run, and a full check of it finds nothing
+    (for a leaf issued in this run, checked here; for the others, the check of this run found no reason)."""
     for p, result in zip(plans, results):
         spec = p.spec
-        if (p.facts is not None or spec.key_location != "controller" or p.cert is None or p.key is None
-                or renewal.key_changed(spec.key, p.key)
-                or _reasons(spec, p.cert, p.key.public_key(), auth, renew_before_days, False, now)):
+        if p.facts is not None or spec.key_location != "controller" or p.cert is None or p.key is None:
+            continue
+        if p.reasons and (renewal.key_changed(spec.key, p.key)  # issued in this run: checked as a re-run would
+                          or _reasons(spec, p.cert, p.key.public_key(), auth, renew_before_days, False, now)):
             continue
         hashes = {}
         for f in store_mod.LEAF_FILES:

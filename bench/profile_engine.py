@@ -1,7 +1,8 @@
 """Profile the engine in-process: ensure_leaves for N client certificates with `modern` PKCS#12 bundles.
 
   .venv/bin/python bench/profile_engine.py --n 1000            # first run and idempotent re-run, timings
-  .venv/bin/python bench/profile_engine.py --n 1000 --cprofile # plus the top functions (cumulative)
+  .venv/bin/python bench/profile_engine.py --n 1000 --cprofile # plus the re-run's top functions (cumulative)
+  (--profile-first profiles the first run too)
 
 Runs with the project venv (it imports the engine from the checkout, no Ansible). Bundles are made by
 forked worker processes, whose time cProfile shows as the parent waiting (`pool.map`); for a view of the
@@ -31,9 +32,11 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--cprofile", action="store_true")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--store", help="use (and keep) this store: a second call re-runs both phases")
+    ap.add_argument("--profile-first", action="store_true", help="profile the first run too (slow at N = 10000)")
     a = ap.parse_args()
     os.makedirs(os.path.join(BENCH, "work"), exist_ok=True)
-    root = tempfile.mkdtemp(prefix="profile-", dir=os.path.join(BENCH, "work"))
+    root = a.store or tempfile.mkdtemp(prefix="profile-", dir=os.path.join(BENCH, "work"))
     try:
         s = store.Store(root)
         ensure_ca(s, specs.ca_spec("root"))
@@ -43,7 +46,7 @@ def main():
                       for i in range(a.n)]
         for phase in ("first run", "re-run"):
             os.sync()
-            prof = cProfile.Profile() if a.cprofile else None
+            prof = cProfile.Profile() if a.cprofile and (phase == "re-run" or a.profile_first) else None
             start = time.perf_counter()
             if prof:
                 prof.enable()
@@ -58,7 +61,8 @@ def main():
             if prof:
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(a.top)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not a.store:
+            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

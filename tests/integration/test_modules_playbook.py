@@ -293,7 +293,8 @@ def test_playbook_idempotent_check_diff_reissue_and_no_secrets(installed, tmp_pa
     after = _snapshot(pki)
     touched = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     assert touched, "the re-issue wrote nothing"
-    assert {p for p in touched if not p.startswith("certs/web/")} <= {"index.json", ".lock"}, touched
+    # verified.json: the record of web's new verdict (a cache, see README "The store")
+    assert {p for p in touched if not p.startswith("certs/web/")} <= {"index.json", ".lock", "verified.json"}, touched
     assert "certs/web/cert.pem" in touched
 
     # 5. and then it is idempotent again

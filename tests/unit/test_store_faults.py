@@ -288,3 +288,16 @@ def test_symlinked_certs_directory_is_refused(web, tmp_path):
     os.symlink(moved, certs)
     assert_refused(web, lambda: issue(web, "int", [{"name": "web", "dns": "web.example.com"}]), certs, "symlink",
                    code="symlink")
+
+
+def test_stale_temp_files_are_removed_below_the_store_never_through_a_symlink(pki, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "key.pem.tmp-99999").write_bytes(b"not the store's")
+    os.symlink(outside, os.path.join(pki.root, "ca", "linked"))
+    stale = [pki.ca_path("int", "cert.pem.tmp-99999"), os.path.join(pki.root, "verified.json.tmp-1")]
+    for path in stale:
+        with open(path, "wb") as f:
+            f.write(b"k")
+    assert sorted(pki.remove_stale_temp_files()) == sorted(stale)
+    assert (outside / "key.pem.tmp-99999").exists()

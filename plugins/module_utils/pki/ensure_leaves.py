@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
 from . import store as store_mod
+from . import verdicts as verdicts_mod
 from .backends.base import SignError, SignRequest
 from .backends.local import LocalBackend
 from .errors import PkiError
@@ -40,6 +41,7 @@ class Plan:
     refused: object = None  # the PkiError of a host report refused for this item alone (HOST_REFUSALS)
     csr_pem: object = None  # host key: the host's CSR, for a backend that signs CSRs
     error: object = None  # a backends.base.SignError when the backend did not sign it
+    facts: dict = None  # up to date by its recorded verdict (verdicts.py): its files were hashed, not parsed
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
@@ -69,7 +71,11 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             return [dict(_result(store, Plan(s, reasons=["missing"], new_key=True), None, [], True),
                          warnings=[f"check mode: issuer {issuer_name!r} does not exist yet ({e})"]) for s in specs]
         holders = key_reuse.Holders(store)
-        planned = [_plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name), holders, index)
+        verdicts = verdicts_mod.Verdicts(store, verdicts_mod.context(
+            pem.fingerprint(auth.cert), _issuer_pems(auth), renew_before_days))
+        store.digests = {}  # what the full checks read, for recording their verdicts
+        planned = [(None if force else _recorded(verdicts, spec, index, auth, now))
+                   or _plan(store, auth, spec, renew_before_days, force, now, reports.get(spec.name), holders, index)
                    for spec in specs]
         plans = [p for p in planned if p.refused is None]
         for p in plans:
@@ -89,10 +95,13 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
                 keep = [i for i, p in enumerate(plans) if p.error is None]
                 plans, befores = [plans[i] for i in keep], [befores[i] for i in keep]
                 for p in plans:
+                    if p.facts is not None:
+                        continue
                     if not p.reasons:
                         issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
                     p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
-            derived = [[] if check and p.reasons else _stage_files(store, txn, auth, p, index, check) for p in plans]
+            derived = [[] if check and p.reasons or p.facts is not None
+                       else _stage_files(store, txn, auth, p, index, check) for p in plans]
             if not check:
                 batch = _start_writing(store, txn, auth, plans, index)
             # built while worker processes (if any) write the files and make the bundles
@@ -103,10 +112,13 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             if check:
                 return results
             _finish_bundles(store, txn, auth, plans, index, batch)
+            written = _written(txn, index)
             # the index alone may have changed too: a certificate on disk it did not know (reconcile)
             if txn.pending or index.changed or store.read(store.index_path) is None:
                 txn.write(store.index_path, index.dumps(), KEY_MODE)
                 txn.commit()
+            _record(verdicts, store, auth, plans, [done[id(p)] for p in plans], index, written, renew_before_days,
+                    now)
             if failed:  # what was signed is kept (a re-run deploys it); nothing reached any host yet
                 raise PkiError(f"{len(failed)} of {len(issuing)} certificate(s) not issued: "
                                + "; ".join(f"{p.spec.name}: {p.error}" for p in failed), failed[0].error.code)
@@ -115,8 +127,61 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             txn.abort()
             raise
         finally:
+            store.digests = None
             if batch is not None:
                 batch.close()
+
+
+def _recorded(verdicts, spec, index, auth, now):
+    """A Plan for a leaf up to date by its recorded verdict (``verdicts.Verdicts.hit``) and what is checked on
+    every run: not forced, its bundle's password the one in the index's settings HMAC, its serial in the index."""
+    if spec.key_location != "controller" or spec.force:
+        return None
+    meta = index.bundles.get(spec.name)
+    if _store_bundle(spec) is not None and not (
+            isinstance(meta, dict) and isinstance(meta.get("salt"), str)
+            and meta.get("settings") == _settings_digest(spec.pkcs12, meta["salt"])):
+        return None
+    facts = verdicts.hit(spec, meta, now)
+    if facts is None or not index.has_serial(auth.name, facts["serial"]):
+        return None
+    return Plan(spec, facts=facts)
+
+
+def _written(txn, index):
+    """{path: SHA-256 hex (ABSENT: removed)} of what the transaction is about to commit."""
+    out = {}
+    for path, (data, _mode) in txn.pending.items():
+        if data is store_mod.EXTERNAL:  # a bundle written by a worker: its digest is in the index
+            meta = index.bundles.get(os.path.basename(os.path.dirname(path)))
+            out[path] = meta.get("sha256") if meta else store_mod.CHANGED
+        else:
+            out[path] = store_mod.ABSENT if data is None else hashlib.sha256(data).hexdigest()
+    return out
+
+
+def _record(verdicts, store, auth, plans, results, index, written, renew_before_days, now):
+    """Record the verdict of every controller-key leaf the full check found (or this run made) up to date: what
+    the store now holds for it is what was read or written in this run, and a full check of it finds nothing
+    (for a leaf issued in this run, checked here; for the others, the check of this run found no reason)."""
+    for p, result in zip(plans, results):
+        spec = p.spec
+        if p.facts is not None or spec.key_location != "controller" or p.cert is None or p.key is None:
+            continue
+        if p.reasons and (renewal.key_changed(spec.key, p.key)  # issued in this run: checked as a re-run would
+                          or _reasons(spec, p.cert, p.key.public_key(), auth, renew_before_days, False, now)):
+            continue
+        hashes = {}
+        for f in store_mod.LEAF_FILES:
+            path = store.leaf_path(spec.name, f)
+            hashes[f] = written.get(path) or store.digests.get(path)
+            if hashes[f] is None and f == "bundle.p12" and not os.path.lexists(path):  # checked by exists()
+                hashes[f] = store_mod.ABSENT
+        if all(h not in (None, store_mod.CHANGED) for h in hashes.values()):
+            window = spec.renew_before_days if spec.renew_before_days is not None else renew_before_days
+            verdicts.record(spec, index.bundles.get(spec.name), hashes, result, p.cert.not_valid_after_utc,
+                            pem.lifetime_days(p.cert) / 3 if window is None else window)
+    verdicts.save()
 
 
 def _plan(store, auth, spec, renew_before_days, force, now, report, holders, index):
@@ -454,6 +519,8 @@ def _refused_result(p):
 
 def _result(store, p, before, derived, pending_issue):
     spec = p.spec
+    if p.facts is not None:
+        before = None
     if p.reasons:
         action = "issued" if before is None and "unreadable" not in p.reasons else "renewed"
         reasons = list(p.reasons)
@@ -462,18 +529,22 @@ def _result(store, p, before, derived, pending_issue):
         reasons = (["issued earlier, not on the host yet"] if p.undeployed else []) + [f"{f} out of date" for f in derived]
     else:
         action, reasons = "unchanged", []
-    files = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem")
-    paths = {f.split(".", maxsplit=1)[0]: store.leaf_path(spec.name, f)
-             for f in files if f != "key.pem" or spec.key_location == "controller"}
+    base = store.leaf_path(spec.name)  # ends in a separator
+    paths = {"cert": base + "cert.pem", "key": base + "key.pem", "chain": base + "chain.pem",
+             "fullchain": base + "fullchain.pem", "ca": base + "ca.pem"}
+    if spec.key_location != "controller":
+        del paths["key"]
     if _store_bundle(spec) is not None:
-        paths["pkcs12"] = store.leaf_path(spec.name, "bundle.p12")
+        paths["pkcs12"] = base + "bundle.p12"
     result = {"name": spec.name, "changed": action != "unchanged", "action": action, "reasons": reasons,
               "reason": "; ".join(reasons), "profile": spec.profile, "dns": list(spec.dns),
               "ip": [str(i) for i in spec.ip], "email": list(spec.email), "paths": paths,
               "key_location": spec.key_location, "warnings": p.warnings,
               "key_rotated": bool(p.reasons) and before is not None and (
                   p.new_key or "key_rotation" in p.reasons or "key_location_changed" in p.reasons),
-              "before": pem.facts(before) if before is not None else None}
-    if p.cert is not None and not pending_issue:
+              "before": pem.facts(before) if before is not None else p.facts}
+    if p.facts is not None:
+        result.update(p.facts)
+    elif p.cert is not None and not pending_issue:
         result.update(result["before"] if p.cert is before else pem.facts(p.cert))
     return result

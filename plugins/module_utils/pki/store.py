@@ -20,6 +20,7 @@ BATCH_SYNC_MIN = 64
 LEAF_FILES = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "ca.pem", "bundle.p12")
 CA_FILES = ("cert.pem", "key.pem", "chain.pem", "fullchain.pem", "crl.pem")
 PRIVATE_FILES = ("key.pem", ".p12", "index.json")  # suffixes of files that must be 0600
+ABSENT, CHANGED = "-", "changed"  # Store.digests: no file; read twice, two contents
 # temp files of _write_temp and the rollback links of Transaction.commit: "<file>.tmp-<pid>[.old]"
 TEMP_FILE = re.compile(r"\.tmp-[0-9]+(\.old)?$")
 
@@ -30,6 +31,7 @@ class Store:
     def __init__(self, root):
         self.root = os.path.abspath(os.path.expanduser(root))
         self._checked = set()  # directories check_path found safe
+        self.digests = None  # {path: SHA-256 hex of what ``read`` returned (ABSENT: no file)} when a dict
 
     def ca_path(self, name, filename=""):
         return os.path.join(self.root, "ca", name, filename)
@@ -76,23 +78,27 @@ class Store:
     def remove_stale_temp_files(self):
         """Remove the temp files of writers that died (kill -9, power loss): only the lock holder writes
         temp files, so under the lock every one found is stale. Returns the paths removed."""
-        removed = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-            for f in filenames:
-                if TEMP_FILE.search(f):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(dirpath, f))
-                        removed.append(os.path.join(dirpath, f))
+        removed, directories = [], [self.root]
+        while directories:  # every directory below the root, never through a symlink
+            with os.scandir(directories.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        directories.append(entry.path)
+                    elif TEMP_FILE.search(entry.name):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                            removed.append(entry.path)
         return removed
 
     def check_path(self, path):
         """Refuse a path whose directories below the store root are symlinks, or whose own directory (a
         leaf's or a CA's) is open to group/others: the store never follows a symlink out of itself."""
-        checked, d = self._checked, self.root
-        if os.path.dirname(path) in checked:
+        checked, d, parent = self._checked, self.root, os.path.dirname(path)
+        if parent in checked:
             return
-        rel = os.path.relpath(os.path.dirname(path), self.root)
+        prefix = self.root + os.sep
+        rel = parent[len(prefix):] if parent.startswith(prefix) and ".." not in parent else os.path.relpath(
+            parent, self.root)
         if rel == "." or rel.startswith(".."):
             return
         for part in rel.split(os.sep):
@@ -108,7 +114,7 @@ class Store:
                                f"symlink out of itself; replace it with a directory", "symlink")
             if not stat.S_ISDIR(st.st_mode):
                 raise PkiError(f"{d} in the store is not a directory", "corrupt")
-            if st.st_mode & 0o077 and d == os.path.dirname(path):  # a leaf's or CA's own directory
+            if st.st_mode & 0o077 and d == parent:  # a leaf's or CA's own directory
                 raise PkiError(f"{d} in the store has mode {stat.S_IMODE(st.st_mode):04o}, open to other users: "
                                f"make it private (chmod 700 {d}), and if a key in it may have been read, "
                                f"rotate that key", "mode")
@@ -118,6 +124,19 @@ class Store:
         """File content, or None when the file does not exist. Refuses symlinks, directories of the store
         open to others (``check_path``) and private files (keys, bundles, the index) that are not 0600."""
         self.check_path(path)
+        data = self._read_checked(path)
+        if self.digests is not None:
+            self._remember(path, hashlib.sha256(data).hexdigest() if data is not None else ABSENT)
+        return data
+
+    def read_leaf(self, name, filenames):
+        """{filename: content or None} of a leaf's files, each read as ``read`` does (its directory checked once)."""
+        base = self.leaf_path(name)
+        self.check_path(base)
+        return {f: self._read_checked(base + f) for f in filenames}
+
+    def _read_checked(self, path):
+        """``read`` once ``check_path`` passed for the file's directory."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
@@ -127,13 +146,29 @@ class Store:
                 raise PkiError(f"{path} in the store is a symlink (to {os.readlink(path)}): the store never "
                                f"follows a symlink; replace it with the file itself", "symlink") from None
             raise
-        with os.fdopen(fd, "rb") as f:
-            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        try:
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077 and path.endswith(PRIVATE_FILES) and _inside(path, self.root):
                 raise PkiError(f"{path} has mode {mode:04o}, readable by other users: make it private "
                                f"(chmod 600 {path}) and, as the key may have been read, rotate it "
                                f"(rotate_key or force)", "mode")
-            return f.read()
+            # plain reads, thousands of small files per run: one read gets the whole file, unless it was short or
+            # the file grew since fstat
+            data = os.read(fd, st.st_size + 1)
+            chunk = data if len(data) != st.st_size else b""
+            while chunk:
+                chunk = os.read(fd, 1 << 16)
+                data += chunk
+        finally:
+            os.close(fd)
+        return data
+
+    def _remember(self, path, digest):
+        """Keep the digest of what a read returned; a file read twice with different contents gets none
+        (``CHANGED``), so no one takes either read for what the file holds."""
+        if self.digests.setdefault(path, digest) != digest:
+            self.digests[path] = CHANGED
 
     def load_index(self):
         """The index as on disk; refused, naming what is wrong, when it is not valid JSON of the index's
@@ -483,6 +518,18 @@ def write_temp(tmp, data, mode):
         with contextlib.suppress(FileExistsError):
             os.mkdir(os.path.dirname(tmp), DIR_MODE)
         _write_temp(None, data, mode, sync=_syncfs() is None, tmp=tmp)
+
+
+def write_cache(path, data, mode):
+    """Replace a cache file (e.g. ``verified.json``) atomically, without syncing: lost or torn by a crash, a
+    cache is only ignored. A failure to write it (e.g. a full disk) leaves the old one and is not an error."""
+    with contextlib.suppress(OSError):
+        tmp = _write_temp(path, data, mode, sync=False)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            os.unlink(tmp)
+            raise
 
 
 def _write_temp(path, data, mode, sync=True, tmp=None):

@@ -3,6 +3,7 @@
   python3 bench/fleet.py                          # sizes 1,3,10,20,50; 3 timed re-runs each; medians
   python3 bench/fleet.py --sizes 1,3 --repeat 1   # a quick look
   python3 bench/fleet.py --forks 20               # Ansible's default is 5 forks
+  python3 bench/fleet.py --key-location host      # keys made on the servers (mtls_key_location host)
 
 For each size K a fresh fleet (`python3 -m tests.harness create ... --groups mtls_servers=1-K
 --subnet-index auto`, every host an nginx server) and a fresh PKI store; the fleet is destroyed
@@ -125,10 +126,11 @@ def one_fleet(k, a, workdir, renew_playbook):
         inventory = created["inventory"]
         vars_file = os.path.join(state, "bench-vars.json")
         with open(vars_file, "w", encoding="utf-8") as f:
-            json.dump({"mtls_pki_dir": pki}, f)
+            json.dump({"mtls_pki_dir": pki, "mtls_key_location": a.key_location}, f)
         renew_vars = os.path.join(state, "bench-renew-vars.json")
         with open(renew_vars, "w", encoding="utf-8") as f:
-            json.dump({"mtls_pki_dir": pki, **({} if renew_playbook else {"mtls_renew_before_days": 30})}, f)
+            json.dump({"mtls_pki_dir": pki, "mtls_key_location": a.key_location,
+                       **({} if renew_playbook else {"mtls_renew_before_days": 30})}, f)
         timer = os.path.join(state, "timer.json")
         extra = ["--forks", str(a.forks)] if a.forks else []
 
@@ -137,7 +139,8 @@ def one_fleet(k, a, workdir, renew_playbook):
                                    args=extra + (["-vvv"] if verbose else []), timeout=TIMEOUT)
 
         site, renew = "mtls.rollout.site", renew_playbook or "mtls.rollout.site"
-        result = {"k": k, "hosts": hosts, "forks": a.forks or 5, "renew_playbook": renew_playbook or
+        result = {"k": k, "hosts": hosts, "forks": a.forks or 5, "key_location": a.key_location,
+                  "renew_playbook": renew_playbook or
                   "site.yml with mtls_renew_before_days=30"}
         first = play(site, vars_file)
         result["first"] = {"wall": first["seconds"], "per_host": host_counts(first["timer"], hosts),
@@ -250,6 +253,8 @@ def main():
     ap.add_argument("--sizes", default="1,3,10,20,50")
     ap.add_argument("--repeat", type=int, default=3, help="timed re-runs (and renew runs) per fleet")
     ap.add_argument("--forks", type=int, default=0, help="ansible-playbook --forks (default: Ansible's, 5)")
+    ap.add_argument("--key-location", choices=["controller", "host"], default="controller",
+                    help="mtls_key_location of the fleet (host: each server makes its own key)")
     ap.add_argument("--keep-logs", action="store_true", help="keep the -vvv outputs in bench/results/*.log")
     ap.add_argument("--out", default="fleet")
     ap.add_argument("--replot", action="store_true", help="only redraw table, CSV and PNG from the JSON")

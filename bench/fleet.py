@@ -17,7 +17,8 @@ afterwards, also on error or Ctrl-C. Per fleet:
             set (a renewal check with nothing due); --repeat timed runs
   count     one more re-run and renew run with -vvv, not timed: remote module executions per host
 Every playbook (and the floor) runs with the project venv, ANSIBLE_PIPELINING=True (as the e2e tests)
-and the bench timer callback; peak RSS is the largest process of each run (ansible-playbook or a worker). Traffic goes only to the harness hosts (10.233.K.x on a local bridge).
+and the bench timer callback; peak RSS is the largest process of each run (ansible-playbook or a worker).
+Traffic goes only to the harness hosts (10.233.K.x on a local bridge).
 
 Counting remote module executions (-vvv): with pipelining a module runs on a host as ONE ssh command
 that feeds the module to the interpreter on stdin, logged as `<IP> SSH: EXEC ssh ... IP '/bin/sh -c

@@ -271,8 +271,8 @@ def main():
     except (file_set.FileSetError, OSError) as e:
         module.fail_json(msg=f"{e}; every file was restored to its previous state", changed=False)
     try:  # a service not installed yet (check mode, missing) would be started by the run that installs it
-        started = bool(module.params["service"]) and (bool(missing) or
-                                                       service.ensure_running(module.params["service"], module.check_mode))
+        name = module.params["service"]
+        started = bool(name) and (bool(missing) or service.ensure_running(name, module.check_mode))
     except service.ServiceError as e:
         module.fail_json(msg=f"the files are in place, but {e}", changed=bool(changed), changed_files=changed)
     result = {"changed": bool(changed) or started, "changed_files": changed, "missing": missing,

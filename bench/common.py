@@ -10,8 +10,10 @@ import os
 import platform
 import resource
 import statistics
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -85,17 +87,28 @@ def ansible_env(timer_out=None, bin_dir=PROJECT_BIN, **extra):
 
 
 def timed(argv, env=None, cwd=ROOT, timeout=3600, check=True):
-    """Run ``argv``; returns {seconds, cpu_seconds, returncode, output} (CPU time of the process tree)."""
+    """Run ``argv``; returns {seconds, cpu_seconds, maxrss_mib, returncode, output}: CPU time of the process tree,
+    and the peak resident set of its largest process (wait4's ru_maxrss: the process or a descendant it waited for)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
-    seconds = time.perf_counter() - start
+    with subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            out = proc.stdout.read()
+            _pid, status, usage = os.wait4(proc.pid, 0)  # reaped here (not by Popen) to read its rusage
+        finally:
+            killer.cancel()
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if status == signal.SIGKILL:
+        raise subprocess.TimeoutExpired(argv, timeout, out)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} ... failed ({proc.returncode}):\n{out[-5000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"seconds": seconds, "cpu_seconds": cpu, "returncode": proc.returncode, "output": out}
+    return {"seconds": seconds, "cpu_seconds": cpu, "maxrss_mib": usage.ru_maxrss / 1024,
+            "returncode": proc.returncode, "output": out}
 
 
 def playbook(playbook_path, extra_vars_file=None, inventory=None, bin_dir=PROJECT_BIN, timer_out=None, args=(),

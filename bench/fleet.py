@@ -1,19 +1,24 @@
-"""Fleet rollout benchmark: site.yml on 1, 5, 10 and 20 test hosts (tests/harness), first run and re-runs.
+"""Fleet rollout benchmark: site.yml on 1, 3, 10, 20 and 50 test hosts (tests/harness) against Ansible's floor.
 
-  python3 bench/fleet.py                          # sizes 1,5,10,20; 3 timed re-runs each; medians
-  python3 bench/fleet.py --sizes 1,5 --repeat 1   # a quick look
+  python3 bench/fleet.py                          # sizes 1,3,10,20,50; 3 timed re-runs each; medians
+  python3 bench/fleet.py --sizes 1,3 --repeat 1   # a quick look
   python3 bench/fleet.py --forks 20               # Ansible's default is 5 forks
+  python3 bench/fleet.py --key-location host      # keys made on the servers (mtls_key_location host)
 
 For each size K a fresh fleet (`python3 -m tests.harness create ... --groups mtls_servers=1-K
 --subnet-index auto`, every host an nginx server) and a fresh PKI store; the fleet is destroyed
 afterwards, also on error or Ctrl-C. Per fleet:
   first     site.yml on the fresh hosts (wall time, tasks and changes per host)
+  floor     Ansible's floor on the same fleet, forks and connection settings: `ansible all -m
+            ansible.builtin.ping` (ad hoc) and bench/playbooks/fleet_floor.yml (a one-task ping playbook);
+            timed in the same repetitions as re-run and renew, which are reported as ratios to the playbook floor
   re-run    site.yml again, nothing to do (--repeat timed runs, median wall time)
   renew     playbooks/renew.yml when it exists (nothing due), else site.yml with mtls_renew_before_days
             set (a renewal check with nothing due); --repeat timed runs
   count     one more re-run and renew run with -vvv, not timed: remote module executions per host
-Every playbook runs with the project venv, ANSIBLE_PIPELINING=True (as the e2e tests) and the bench
-timer callback. Traffic goes only to the harness hosts (10.233.K.x on a local bridge).
+Every playbook (and the floor) runs with the project venv, ANSIBLE_PIPELINING=True (as the e2e tests)
+and the bench timer callback; peak RSS is the largest process of each run (ansible-playbook or a worker).
+Traffic goes only to the harness hosts (10.233.K.x on a local bridge).
 
 Counting remote module executions (-vvv): with pipelining a module runs on a host as ONE ssh command
 that feeds the module to the interpreter on stdin, logged as `<IP> SSH: EXEC ssh ... IP '/bin/sh -c
@@ -41,6 +46,7 @@ import common  # noqa: E402  pylint: disable=wrong-import-position
 
 TIMEOUT = 1800
 HARNESS = [sys.executable, "-m", "tests.harness"]
+FLOOR_PLAYBOOK = os.path.join(common.BENCH, "playbooks", "fleet_floor.yml")
 EXEC_RE = re.compile(r"^<([0-9a-fA-F.:]+)> SSH: EXEC (.*)$")
 PUT_RE = re.compile(r"^<([0-9a-fA-F.:]+)> PUT .* TO .*AnsiballZ_\w+\.py")
 TASK_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(.*?)\] \**$")
@@ -121,10 +127,11 @@ def one_fleet(k, a, workdir, renew_playbook):
         inventory = created["inventory"]
         vars_file = os.path.join(state, "bench-vars.json")
         with open(vars_file, "w", encoding="utf-8") as f:
-            json.dump({"mtls_pki_dir": pki}, f)
+            json.dump({"mtls_pki_dir": pki, "mtls_key_location": a.key_location}, f)
         renew_vars = os.path.join(state, "bench-renew-vars.json")
         with open(renew_vars, "w", encoding="utf-8") as f:
-            json.dump({"mtls_pki_dir": pki, **({} if renew_playbook else {"mtls_renew_before_days": 30})}, f)
+            json.dump({"mtls_pki_dir": pki, "mtls_key_location": a.key_location,
+                       **({} if renew_playbook else {"mtls_renew_before_days": 30})}, f)
         timer = os.path.join(state, "timer.json")
         extra = ["--forks", str(a.forks)] if a.forks else []
 
@@ -133,23 +140,40 @@ def one_fleet(k, a, workdir, renew_playbook):
                                    args=extra + (["-vvv"] if verbose else []), timeout=TIMEOUT)
 
         site, renew = "mtls.rollout.site", renew_playbook or "mtls.rollout.site"
-        result = {"k": k, "hosts": hosts, "forks": a.forks or 5, "renew_playbook": renew_playbook or
+        result = {"k": k, "hosts": hosts, "forks": a.forks or 5, "key_location": a.key_location,
+                  "renew_playbook": renew_playbook or
                   "site.yml with mtls_renew_before_days=30"}
         first = play(site, vars_file)
         result["first"] = {"wall": first["seconds"], "per_host": host_counts(first["timer"], hosts),
                            "recap": first["timer"]["recap"]}
-        for label, pb, vf in (("rerun", site, vars_file), ("renew", renew, renew_vars)):
-            runs = []
-            for _rep in range(a.repeat):
+        result["first"]["maxrss_mib"] = first["maxrss_mib"]
+        labels = (("rerun", site, vars_file), ("renew", renew, renew_vars))
+        runs, floors = {label: [] for label, _pb, _vf in labels}, {"adhoc": [], "play": []}
+        for _rep in range(a.repeat):  # floor and playbooks side by side in each repetition
+            common.settle()
+            floors["adhoc"].append(common.timed([os.path.join(common.PROJECT_BIN, "ansible"), "all", "-i", inventory,
+                                                 "-m", "ansible.builtin.ping", *extra], env=common.ansible_env(),
+                                                timeout=TIMEOUT))
+            common.settle()
+            floors["play"].append(play(FLOOR_PLAYBOOK, None))
+            for label, pb, vf in labels:
+                common.settle()
                 r = play(pb, vf)
                 changed = sum(v.get("changed", 0) for v in r["timer"]["recap"].values())
-                runs.append({"wall": r["seconds"], "changed": changed, "per_host": host_counts(r["timer"], hosts),
-                             "task_seconds": [(t["name"], t["seconds"]) for t in r["timer"]["tasks"]]})
+                runs[label].append({"wall": r["seconds"], "changed": changed, "maxrss_mib": r["maxrss_mib"],
+                                    "per_host": host_counts(r["timer"], hosts),
+                                    "task_seconds": [(t["name"], t["seconds"]) for t in r["timer"]["tasks"]]})
+        result["floor"] = {kind: {"walls": [f["seconds"] for f in fl], "wall": common.median([f["seconds"] for f in fl]),
+                                  "maxrss_mib": max(f["maxrss_mib"] for f in fl)} for kind, fl in floors.items()}
+        for label, pb, vf in labels:
             counted = play(pb, vf, verbose=True)
             remote, control = count_remote(counted["output"], ips)
-            result[label] = {"walls": [r["wall"] for r in runs], "wall": common.median([r["wall"] for r in runs]),
-                             "changed": max(r["changed"] for r in runs), "per_host": runs[-1]["per_host"],
-                             "task_seconds": runs[-1]["task_seconds"],
+            rs = runs[label]
+            result[label] = {"walls": [r["wall"] for r in rs], "wall": common.median([r["wall"] for r in rs]),
+                             "ratio": common.median([r["wall"] / f["seconds"] for r, f in zip(rs, floors["play"])]),
+                             "maxrss_mib": max(r["maxrss_mib"] for r in rs),
+                             "changed": max(r["changed"] for r in rs), "per_host": rs[-1]["per_host"],
+                             "task_seconds": rs[-1]["task_seconds"],
                              "remote": remote, "control_execs": control, "vvv_wall": counted["seconds"]}
             if a.keep_logs:
                 with open(os.path.join(common.RESULTS, f"fleet-{k}-{label}-vvv.log"), "w", encoding="utf-8") as f:
@@ -176,7 +200,10 @@ def row_of(r):
             "rerun_control_execs": rerun["control_execs"],
             "renew_wall": renew["wall"], "renew_changed": renew["changed"],
             "renew_execs": max(h["module_execs"] for h in ren.values()),
-            "forks": r["forks"]}
+            "floor_adhoc": r["floor"]["adhoc"]["wall"], "floor_play": r["floor"]["play"]["wall"],
+            "rerun_ratio": rerun["ratio"], "renew_ratio": renew["ratio"],
+            "first_rss": first["maxrss_mib"], "rerun_rss": rerun["maxrss_mib"],
+            "floor_rss": r["floor"]["play"]["maxrss_mib"], "forks": r["forks"]}
 
 
 COLUMNS = [("k", "hosts"), ("forks", "forks"), ("first_wall", "first run: wall s"),
@@ -186,7 +213,11 @@ COLUMNS = [("k", "hosts"), ("forks", "forks"), ("first_wall", "first run: wall s
            ("rerun_other_ssh", "re-run: other ssh cmds/host"),
            ("rerun_control_execs", "re-run: module runs on control node (total)"),
            ("renew_wall", "renew: wall s"), ("renew_changed", "renew: changed"),
-           ("renew_execs", "renew: remote module execs/host (max)")]
+           ("renew_execs", "renew: remote module execs/host (max)"),
+           ("floor_adhoc", "floor: ansible -m ping s"), ("floor_play", "floor: 1-task playbook s"),
+           ("rerun_ratio", "re-run / floor"), ("renew_ratio", "renew / floor"),
+           ("first_rss", "first: peak RSS MiB"), ("rerun_rss", "re-run: peak RSS MiB"),
+           ("floor_rss", "floor: peak RSS MiB")]
 
 
 def plot(rows, path):
@@ -196,8 +227,9 @@ def plot(rows, path):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     ks = [r["k"] for r in rows]
     for key, label, style in (("first_wall", "first run", "o-"), ("rerun_wall", "idempotent re-run", "s-"),
-                              ("renew_wall", "renew (nothing due)", "^-")):
-        ax1.plot(ks, [r[key] for r in rows], style, label=label)
+                              ("renew_wall", "renew (nothing due)", "^-"),
+                              ("floor_play", "floor: one-task ping playbook", "k--")):
+        ax1.plot(ks, [r.get(key) for r in rows], style, label=label)
     ax1.set(xlabel="hosts (nginx servers)", ylabel="wall seconds (median)",
             title=f"site.yml on test hosts (forks={rows[0]['forks']})")
     ax1.set_xticks(ks)
@@ -207,8 +239,8 @@ def plot(rows, path):
     ax2.bar([x - 0.2 for x in xs], [r["rerun_execs"] for r in rows], width=0.4, color="tab:orange", label="re-run")
     ax2.bar([x + 0.2 for x in xs], [r["renew_execs"] for r in rows], width=0.4, color="tab:green", label="renew")
     ax2.set_xticks(list(xs), [str(k) for k in ks])
-    ax2.axhline(6, color="tab:red", ls="--", lw=1, label="target: at most 6")
-    ax2.set_ylim(0, 8)
+    ax2.axhline(2, color="tab:red", ls="--", lw=1, label="target: at most 2")
+    ax2.set_ylim(0, 5)
     ax2.set(xlabel="hosts", ylabel="remote module executions per host (max)",
             title="Nothing to do: remote module executions per host")
     ax2.legend()
@@ -219,9 +251,11 @@ def plot(rows, path):
 def main():
     common.reexec_in_venv()
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--sizes", default="1,5,10,20")
+    ap.add_argument("--sizes", default="1,3,10,20,50")
     ap.add_argument("--repeat", type=int, default=3, help="timed re-runs (and renew runs) per fleet")
     ap.add_argument("--forks", type=int, default=0, help="ansible-playbook --forks (default: Ansible's, 5)")
+    ap.add_argument("--key-location", choices=["controller", "host"], default="controller",
+                    help="mtls_key_location of the fleet (host: each server makes its own key)")
     ap.add_argument("--keep-logs", action="store_true", help="keep the -vvv outputs in bench/results/*.log")
     ap.add_argument("--out", default="fleet")
     ap.add_argument("--replot", action="store_true", help="only redraw table, CSV and PNG from the JSON")
@@ -249,8 +283,9 @@ def main():
             r = one_fleet(k, a, workdir, renew_playbook)
             results.append(r)
             row = row_of(r)
-            print(f"{k} hosts: first {row['first_wall']:.1f}s, re-run {row['rerun_wall']:.1f}s "
-                  f"({row['rerun_execs']} remote module execs/host), renew {row['renew_wall']:.1f}s",
+            print(f"{k} hosts: first {row['first_wall']:.1f}s, floor {row['floor_play']:.1f}s, re-run "
+                  f"{row['rerun_wall']:.1f}s = {row['rerun_ratio']:.2f}x ({row['rerun_execs']} remote module "
+                  f"execs/host), renew {row['renew_wall']:.1f}s = {row['renew_ratio']:.2f}x",
                   file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

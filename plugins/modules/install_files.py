@@ -119,6 +119,21 @@ options:
     description: Mode of parent directories this module creates.
     type: str
     default: '0755'
+  requires:
+    description:
+      - Commands the change needs on the host (names on C(PATH) or absolute paths), such as V(nginx) for
+        O(validate) V(nginx -t). When one is missing, the module writes nothing and does not fail - it returns the
+        names in RV(missing), so a play installs them only then and runs the module again (one run per host when
+        everything is in place). In check mode the files that would change are reported as usual.
+    type: list
+    elements: str
+    default: []
+  service:
+    description:
+      - The service these files configure - started (with systemd's C(systemctl), else the C(service) command) when
+        it does not run, after the files are in place; RV(service_started) says so. Reloading it when files
+        changed is left to the caller (a handler).
+    type: str
 """
 
 EXAMPLES = r"""
@@ -134,6 +149,25 @@ EXAMPLES = r"""
         owner: root
         secret: true
   notify: Reload nginx
+
+- name: The same, in one run per host when nginx is installed and running (installs it only when missing)
+  mtls.rollout.install_files: &nginx_files
+    validate: nginx -t
+    requires: [nginx]
+    service: nginx
+    files: []  # as above
+  register: nginx_files
+  notify: Reload nginx
+
+- name: Install nginx only where it is missing
+  ansible.builtin.apt:
+    name: nginx
+  when: nginx_files.missing | length > 0
+
+- name: Install the files there, now that nginx is
+  mtls.rollout.install_files: *nginx_files
+  when: nginx_files.missing | length > 0 and not ansible_check_mode
+  notify: Reload nginx
 """
 
 RETURN = r"""
@@ -142,13 +176,22 @@ changed_files:
   returned: always
   type: list
   elements: str
+missing:
+  description: Commands of O(requires) not installed on the host (nothing was written when any is).
+  returned: with O(action=install)
+  type: list
+  elements: str
+service_started:
+  description: Whether O(service) was (or in check mode would be) started because it did not run.
+  returned: with O(action=install)
+  type: bool
 """
 
 import base64
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mtls.rollout.plugins.module_utils.host import file_set, generation
+from ansible_collections.mtls.rollout.plugins.module_utils.host import file_set, generation, service
 
 
 def _normalise(module, files):
@@ -207,6 +250,8 @@ def main():
             "generation_dir": {"type": "path"},
             "confirm": {"type": "bool", "default": False},
             "action": {"type": "str", "choices": ["install", "rollback", "confirm"], "default": "install"},
+            "requires": {"type": "list", "elements": "str", "default": []},
+            "service": {"type": "str"},
         },
         required_if=[("action", "install", ["files"]), ("action", "rollback", ["generation_dir"]),
                      ("action", "confirm", ["generation_dir"])],
@@ -215,6 +260,9 @@ def main():
     if module.params["action"] != "install":
         _generation(module)
     files = _normalise(module, module.params["files"])
+    missing = service.missing(module.params["requires"])
+    if missing and not module.check_mode:
+        module.exit_json(changed=False, changed_files=[], missing=missing, service_started=False)
     try:
         prune = module.params["prune"]
         changed = sorted(file_set.plan(files, check=True) + file_set.pruned(files, prune)) if module.check_mode else \
@@ -222,7 +270,13 @@ def main():
                            prune, module.params["generation_dir"], module.params["confirm"])
     except (file_set.FileSetError, OSError) as e:
         module.fail_json(msg=f"{e}; every file was restored to its previous state", changed=False)
-    result = {"changed": bool(changed), "changed_files": changed}
+    try:  # a service not installed yet (check mode, missing) would be started by the run that installs it
+        name = module.params["service"]
+        started = bool(name) and (bool(missing) or service.ensure_running(name, module.check_mode))
+    except service.ServiceError as e:
+        module.fail_json(msg=f"the files are in place, but {e}", changed=bool(changed), changed_files=changed)
+    result = {"changed": bool(changed) or started, "changed_files": changed, "missing": missing,
+              "service_started": started}
     if module._diff and changed:
         result["diff"] = [{"before_header": f["path"], "after_header": f["path"],
                            "before": "", "after": "(secret content changed)\n" if f["secret"]

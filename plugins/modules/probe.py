@@ -41,9 +41,33 @@ attributes:
     description: Nothing to diff.
 options:
   host:
-    description: Address or name to connect to.
+    description: Address or name to connect to (required without O(targets)).
     type: str
-    required: true
+  targets:
+    description:
+      - Probe several servers in one run (for example every server of a play, with C(run_once)), a few at a time,
+        instead of O(host). Each item gives its O(host), O(port), O(server_name) and O(ca_file); the other options
+        apply to all. Results come back in RV(results); a server that cannot be reached is reported there, in its
+        RV(error), and fails the task only with O(fail_on_problems).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: A label for the item, returned as is in RV(results) (for example the inventory host).
+        type: str
+      host:
+        description: As O(host).
+        type: str
+        required: true
+      port:
+        description: As O(port) (default - O(port)).
+        type: int
+      server_name:
+        description: As O(server_name).
+        type: str
+      ca_file:
+        description: As O(ca_file) (default - O(ca_file)).
+        type: path
   port:
     description: TCP port.
     type: int
@@ -118,6 +142,17 @@ EXAMPLES = r"""
     expect_client_auth: true
   register: probe
 
+- name: Which certificates do these servers present? One run, from the control node
+  mtls.rollout.probe:
+    targets:
+      - {name: web1, host: 192.0.2.11, server_name: web1.example.com}
+      - {name: web2, host: 192.0.2.12, server_name: web2.example.com}
+    ca_file: /srv/pki/ca/root/cert.pem
+    http: false
+  run_once: true
+  delegate_to: localhost
+  register: probes
+
 - name: Say what is wrong
   ansible.builtin.debug:
     msg: "{{ probe.diagnosis | map(attribute='message') }}"
@@ -135,83 +170,90 @@ EXAMPLES = r"""
 RETURN = r"""
 ok:
   description: Whether the diagnosis is empty.
-  returned: always
+  returned: without O(targets)
   type: bool
 diagnosis:
   description: Each cause found, with a stable code and a sentence that says what to do.
-  returned: always
+  returned: without O(targets)
   type: list
   elements: dict
   sample: [{code: server_missing_intermediate, message: "the server sends only its own certificate, without ..."}]
 reachable:
   description: Whether the TCP connection was made.
-  returned: always
+  returned: without O(targets)
   type: bool
 error:
   description: Why the connection or handshake failed, if it did.
-  returned: always
+  returned: without O(targets)
   type: str
 protocol:
   description: Negotiated protocol (V(TLSv1.3), V(TLSv1.2)).
-  returned: always
+  returned: without O(targets)
   type: str
 cipher:
   description: Negotiated cipher suite.
-  returned: always
+  returned: without O(targets)
   type: str
 certificate_count:
   description: Number of certificates the server sent.
-  returned: always
+  returned: without O(targets)
   type: int
 certificates:
   description: The server's certificates as sent (leaf first) - subject, issuer, serial, not_before, not_after,
     days_remaining, is_ca, san_dns, san_ip, eku.
-  returned: always
+  returned: without O(targets)
   type: list
   elements: dict
 verified:
   description: Whether the chain verified against O(ca_file) (null without O(ca_file)).
-  returned: always
+  returned: without O(targets)
   type: bool
 verify_code:
   description: OpenSSL's verification error code (0 when verified).
-  returned: always
+  returned: without O(targets)
   type: int
 verify_message:
   description: OpenSSL's verification message.
-  returned: always
+  returned: without O(targets)
   type: str
 client_auth_requested:
   description:
     - Whether the server asked for a client certificate.
     - Null when the probing Python cannot see the handshake messages (before 3.8, C(ssl) has no message callback);
       with O(expect_client_auth) the diagnosis then says so (V(client_auth_unknown)) instead of guessing.
-  returned: always
+  returned: without O(targets)
   type: bool
 acceptable_ca_names:
   description: Distinguished names of the CAs the server accepts client certificates from (RFC 4514).
-  returned: always
+  returned: without O(targets)
   type: list
   elements: str
 client_certificate:
   description: Facts of the client certificate presented (null when none).
-  returned: always
+  returned: without O(targets)
   type: dict
 client_chain_depth:
   description: Intermediate CAs in the client chain given (what C(ssl_verify_depth) must at least be).
-  returned: always
+  returned: without O(targets)
   type: int
 http_status:
   description: HTTP status of the C(GET) (null when there was no response).
-  returned: always
+  returned: without O(targets)
   type: int
 http_reason:
   description: Reason of the response (for nginx's own error pages, their title, e.g. V(The SSL certificate error)).
-  returned: always
+  returned: without O(targets)
   type: str
+results:
+  description: With O(targets), one result per item in their order - its O(targets[].name), O(host), O(port) and
+    the results above (RV(ok), RV(certificates), RV(error), ...), which are then not returned at the top level.
+  returned: with O(targets)
+  type: list
+  elements: dict
 """
 
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -225,10 +267,31 @@ else:  # the module_utils import without cryptography and record what failed
     PROBE_IMPORT_ERROR = cryptography_dep.import_error()
 
 
+def _probe(p, revoked):
+    """connect.report() of one server (p: the module's options, or them overlaid with an item of targets)."""
+    obs = connect.observe(p["host"], p["port"], p["server_name"], p["ca_file"], p["client_cert"], p["client_key"],
+                          p["client_key_passphrase"], p["client_chain"], p["path"], p["timeout"], p["http"],
+                          p["expect_names"], p["expect_client_auth"], p["crl_files"], revoked)
+    return connect.report(obs)
+
+
+def _targets(p, revoked):
+    """Every item of targets probed, a few at a time; a server that cannot be probed gets ok false and its error."""
+    def one(item):
+        q = {**p, **{k: v for k, v in item.items() if k != "name" and v is not None}}
+        try:
+            return {**_probe(q, revoked), "name": item["name"], "host": q["host"], "port": q["port"]}
+        except connect.ProbeError as e:
+            return {"name": item["name"], "host": q["host"], "port": q["port"], "ok": False, "reachable": False,
+                    "error": str(e), "certificates": [], "diagnosis": [{"code": "probe_failed", "message": str(e)}]}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, p["targets"]))
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
-            "host": {"type": "str", "required": True},
+            "host": {"type": "str"},
             "port": {"type": "int", "default": 443},
             "server_name": {"type": "str"},
             "expect_names": {"type": "list", "elements": "str", "default": []},
@@ -244,7 +307,15 @@ def main():
             "timeout": {"type": "float", "default": 10},
             "expect_client_auth": {"type": "bool", "default": False},
             "fail_on_problems": {"type": "bool", "default": False},
+            "targets": {"type": "list", "elements": "dict", "options": {
+                "name": {"type": "str"},
+                "host": {"type": "str", "required": True},
+                "port": {"type": "int"},
+                "server_name": {"type": "str"},
+                "ca_file": {"type": "path"}}},
         },
+        required_one_of=[("host", "targets")],
+        mutually_exclusive=[("host", "targets")],
         required_by={"client_key": "client_cert"},
         supports_check_mode=True,
     )
@@ -253,10 +324,14 @@ def main():
     p = module.params
     try:
         revoked = connect.revoked_from_index(p["pki_dir"]) if p["pki_dir"] else None
-        obs = connect.observe(p["host"], p["port"], p["server_name"], p["ca_file"], p["client_cert"], p["client_key"],
-                              p["client_key_passphrase"], p["client_chain"], p["path"], p["timeout"], p["http"],
-                              p["expect_names"], p["expect_client_auth"], p["crl_files"], revoked)
-        result = connect.report(obs)
+        if p["targets"] is not None:
+            results = _targets(p, revoked)
+            bad = [r for r in results if not r["ok"]]
+            if p["fail_on_problems"] and bad:
+                module.fail_json(msg="; ".join(f"{r['host']}:{r['port']}: " + "; ".join(d["message"] for d in r["diagnosis"])
+                                               for r in bad), results=results)
+            module.exit_json(changed=False, results=results)
+        result = _probe(p, revoked)
     except connect.ProbeError as e:
         module.fail_json(msg=str(e))
     if p["fail_on_problems"] and not result["ok"]:

@@ -1,6 +1,7 @@
 """Issue 3 end to end: site.yml on a 4-host fleet (3 nginx servers, 1 client), checked as clients would."""
 
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -148,6 +149,31 @@ def test_second_run_changes_nothing_and_does_not_reload(deployed, fleet, site_va
     for host, counts in recap(out).items():
         assert counts["changed"] == 0, f"{host} changed on the second run:\n{out[-3000:]}"
     assert {i: nginx_workers(fleet, i) for i in SERVERS} == before  # a reload would start new workers
+
+
+def remote_module_runs(output, ip):
+    """Module runs on the host at ``ip`` in -vvv output: with pipelining, one ssh EXEC of its Python each."""
+    return len(re.findall(rf"^<{re.escape(ip)}> SSH: EXEC .*python3 && sleep 0", output, re.M))
+
+
+def test_second_run_costs_one_module_run_per_server(deployed, fleet, site_vars):
+    # issue 16: nginx found installed and running, files as wanted - all in one install_files run, no apt, no service
+    _, out = run_playbook(SITE, fleet.inventory, site_vars, "-vvv")
+    assert {i: remote_module_runs(out, fleet.host(i).ip) for i in SERVERS} == {i: 1 for i in SERVERS}
+
+
+def test_stopped_nginx_is_started_in_that_run(deployed, fleet, pki, site_vars):
+    target = fleet.host(SERVERS[0])
+    fleet.run(target.name, ["nginx", "-s", "stop"], check=True)
+    for _ in range(50):
+        if curl(f"https://{target.ip}/", cacert=root(pki))[0] == 0:  # nobody listens
+            break
+        time.sleep(0.1)
+    _, out = run_playbook(SITE, fleet.inventory, site_vars, "--limit", f"localhost,{target.name}")
+    assert recap(out)[target.name]["changed"] >= 1, out[-3000:]
+    assert curl(f"https://{target.ip}/", cacert=root(pki), **ident(pki, "client1"))[0] == 200
+    _, out = run_playbook(SITE, fleet.inventory, site_vars, "--limit", f"localhost,{target.name}")
+    assert recap(out)[target.name]["changed"] == 0
 
 
 def test_optional_lets_no_certificate_through_as_none(deployed, fleet, pki, site_vars):

@@ -262,7 +262,8 @@ def main():
     files = _normalise(module, module.params["files"])
     missing = service.missing(module.params["requires"])
     if missing and not module.check_mode:
-        module.exit_json(changed=False, changed_files=[], missing=missing, service_started=False)
+        module.exit_json(changed=False, changed_files=[], missing=missing, service_started=False,
+                         msg=f"not installed on this host: {', '.join(missing)} - nothing written; install it, then run again")
     try:
         prune = module.params["prune"]
         changed = sorted(file_set.plan(files, check=True) + file_set.pruned(files, prune)) if module.check_mode else \

@@ -158,21 +158,21 @@ def remote_module_runs(output, ip):
 
 def test_second_run_costs_one_module_run_per_server(deployed, fleet, site_vars):
     # issue 16: nginx found installed and running, files as wanted - all in one install_files run, no apt, no service
-    _, out = run_playbook(SITE, fleet.inventory, site_vars, "-vvv")
+    out = run_playbook(SITE, fleet.inventory, site_vars, "-vvv")[1]
     assert {i: remote_module_runs(out, fleet.host(i).ip) for i in SERVERS} == {i: 1 for i in SERVERS}
 
 
 def test_stopped_nginx_is_started_in_that_run(deployed, fleet, pki, site_vars):
     target = fleet.host(SERVERS[0])
     fleet.run(target.name, ["nginx", "-s", "stop"], check=True)
-    for _ in range(50):
+    for _attempt in range(50):
         if curl(f"https://{target.ip}/", cacert=root(pki))[0] == 0:  # nobody listens
             break
         time.sleep(0.1)
-    _, out = run_playbook(SITE, fleet.inventory, site_vars, "--limit", f"localhost,{target.name}")
+    out = run_playbook(SITE, fleet.inventory, site_vars, "--limit", f"localhost,{target.name}")[1]
     assert recap(out)[target.name]["changed"] >= 1, out[-3000:]
     assert curl(f"https://{target.ip}/", cacert=root(pki), **ident(pki, "client1"))[0] == 200
-    _, out = run_playbook(SITE, fleet.inventory, site_vars, "--limit", f"localhost,{target.name}")
+    out = run_playbook(SITE, fleet.inventory, site_vars, "--limit", f"localhost,{target.name}")[1]
     assert recap(out)[target.name]["changed"] == 0
 
 

@@ -8,6 +8,7 @@ inventory variable and must never appear in any -vvv output.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import yaml
 from tests.e2e.helpers import ansible_env, changed_tasks, curl, recap, run_playbook
 from tests.openbao_server import RaftCluster
 
-SITE, RENEW, REVOKE, REPORT = (f"mtls.rollout.{p}" for p in ("site", "renew", "revoke", "report"))
+SITE, RENEW, REVOKE, REPORT, VERIFY = (f"mtls.rollout.{p}" for p in ("site", "renew", "revoke", "report", "verify"))
 SERVERS, CLIENT = [1, 2], 3
 CLIENT_KEY = "/etc/mtls/client/key.pem"
 pytestmark = pytest.mark.usefixtures("ansible_ok")
@@ -169,6 +170,18 @@ def test_renew_from_a_wiped_cache_serves_a_serial_openbao_issued(first, fleet, i
         status, body = bao_get(bao, f"server-ca/cert/{colons(serial)}")
         assert status == 200, body
         assert client_status(fleet, fleet.host(i).ip) == "200"
+
+
+def test_verify_from_a_wiped_cache_checks_the_chains_against_openbaos_root(first, fleet, inv, site_vars, pki, outputs):
+    """verify.yml signs nothing and needs no store: the root of trust is fetched from OpenBao (root/ca/pem)."""
+    wipe(pki)
+    rc, out = run(VERIFY, inv, site_vars, outputs, check=False)
+    assert rc == 0, out[-4000:]
+    assert "all 4 probes passed" in out  # control node -> 2 servers, client host -> 2 servers
+    for i in SERVERS:
+        assert re.search(rf"control node -> {fleet.host(i).name} \(\S+\): HTTP 400, TLSv1\.[23], 2 server "
+                         rf"certificate\(s\): OK", out), out[-3000:]
+    assert not (pki / "certs").exists() and not (pki / "ca").exists(), "verify.yml filled the store"
 
 
 def test_revoke_from_a_wiped_cache_gets_400(first, fleet, inv, site_vars, pki, outputs, bao_root):

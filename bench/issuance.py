@@ -21,6 +21,14 @@ is the sum of its four looped tasks. "RSS" is the peak resident set of the modul
 it and its bundle workers: wait4() of the interpreter, which the playbook runs through a small wrapper).
 "host keys" (--host-n, default 1000) signs N CSRs of keys made on their hosts (key_location: host) in one
 task, then re-runs it with the certificates the hosts hold. Results: bench/results/issuance.{json,csv,png}.
+
+  .venv/bin/python bench/issuance.py --backend openbao      # N = 100, 1000 through OpenBao: ~3 min
+
+--backend openbao: a dev OpenBao (tests/openbao_server.py) holds root -> client-ca (made by mtls.rollout.ca,
+untimed); per N and repetition, ONE certificates task (key_location host, backend openbao, an empty
+pki_dir) signs N CSRs through client-ca/sign/client, and bench/openbao_sign.py's floor times the same N
+CSRs as plain keep-alive POSTs from as many threads as the module's pool (8). Results:
+bench/results/issuance-openbao.{json,csv}.
 """
 
 import argparse
@@ -322,8 +330,88 @@ def plot(rows, path):
     fig.savefig(path, dpi=110)
 
 
+OPENBAO_COLUMNS = [
+    ("n", "N (CSRs)"),
+    ("floor_1", "floor 1 conn: s"),
+    ("floor_8", "floor 8 conns: s"),
+    ("floor_8_rate", "floor 8 conns: certs/s"),
+    ("mtls_module", "mtls task: module s"),
+    ("mtls_wall", "mtls task: wall s"),
+    ("mtls_rate", "mtls task: certs/s"),
+    ("mtls_vs_floor", "mtls rate / floor rate"),
+]
+
+
+def run_openbao(a, sizes):
+    """The openbao backend against OpenBao's own floor, one dev server for the whole run."""
+    import openbao_sign  # noqa: E402  pylint: disable=import-outside-toplevel
+    from tests.openbao_server import DevServer  # pylint: disable=import-outside-toplevel
+    common.ensure_collection_link()
+    os.makedirs(os.path.join(common.BENCH, "work"), exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="issuance-openbao-", dir=os.path.join(common.BENCH, "work"))
+    meta, raw, rows = common.machine(), {}, []
+    try:
+        with DevServer() as bao:
+            setup = {"backend": "openbao", "openbao": {"addr": bao.addr, "token": bao.token}}
+
+            def setup_vars(pki):
+                path = os.path.join(workdir, "openbao-vars.json")
+                with open(path, "w", encoding="utf-8") as f:
+                    json.dump({**setup, "pki_dir": pki}, f)
+                return path
+            common.playbook(os.path.join(PLAYBOOKS, "mtls_ca.yml"), setup_vars(tempfile.mkdtemp(dir=workdir)),
+                            timeout=TIMEOUT)
+            for n in sizes:
+                items = os.path.join(workdir, f"csrs-{n}.json")
+                subprocess.run([common.PROJECT_PYTHON, os.path.join(common.BENCH, "floor.py"), "--make-csrs", str(n),
+                                "--out", items], check=True)
+                with open(items, encoding="utf-8") as f:
+                    reqs = [{"csr_pem": c["csr"], "common_name": c["common_name"]} for c in json.load(f)["certs"]]
+                raw[str(n)] = []
+                for rep in range(a.repeat):
+                    run = {}
+                    for threads in (1, 8):
+                        common.settle()
+                        run[f"floor_{threads}"] = openbao_sign.floor(bao.addr, bao.token, None, reqs, threads,
+                                                                     mount="client-ca")
+                    common.settle()
+                    timer = os.path.join(workdir, "timer.json")
+                    r = common.playbook(os.path.join(PLAYBOOKS, "mtls_issue_host.yml"), items, timer_out=timer,
+                                        args=["-e", f"@{setup_vars(tempfile.mkdtemp(dir=workdir))}"], timeout=TIMEOUT)
+                    summary = json.loads(re.search(r'"issued.summary": (\{[^}]*\})', r["output"]).group(1))
+                    if summary.get("issued") != n:
+                        raise RuntimeError(f"openbao run for N={n}: expected issued={n}, got {summary}")
+                    run["mtls"] = {"wall": r["seconds"], "summary": summary,
+                                   "module": task_seconds(r["timer"], action_suffix="certificates")}
+                    raw[str(n)].append(run)
+                    print(f"openbao N={n} #{rep + 1}: floor 1/8 conns {run['floor_1']:.2f}/{run['floor_8']:.2f}s, "
+                          f"mtls task {run['mtls']['module']:.2f}s module / {run['mtls']['wall']:.2f}s wall",
+                          file=sys.stderr, flush=True)
+                runs = raw[str(n)]
+                row = {"n": n, "floor_1": common.median([r["floor_1"] for r in runs]),
+                       "floor_8": common.median([r["floor_8"] for r in runs]),
+                       "mtls_module": common.median([r["mtls"]["module"] for r in runs]),
+                       "mtls_wall": common.median([r["mtls"]["wall"] for r in runs]),
+                       "mtls_vs_floor": common.median([r["floor_8"] / r["mtls"]["module"] for r in runs])}
+                row["floor_8_rate"], row["mtls_rate"] = n / row["floor_8"], n / row["mtls_module"]
+                rows.append(row)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    meta["loadavg_at_end"] = os.getloadavg()
+    common.write_json(f"{a.out}.json", {"machine": meta, "args": vars(a), "rows": rows, "raw": raw})
+    common.write_csv(f"{a.out}.csv", rows, OPENBAO_COLUMNS)
+    print(common.table(rows, OPENBAO_COLUMNS))
+    print(f"load average at start {meta['loadavg_at_start']}, at end {meta['loadavg_at_end']}; median of "
+          f"{a.repeat}; results in {os.path.relpath(common.RESULTS, common.ROOT)}/{a.out}.{{json,csv}}")
+    return 0
+
+
 def main():
-    common.reexec_in_venv()
+    if "--backend" in sys.argv and "openbao" in sys.argv:  # no community.crypto: the project venv (it has bao)
+        if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(common.ROOT, ".venv")):
+            os.execv(common.PROJECT_PYTHON, [common.PROJECT_PYTHON, sys.argv[0], *sys.argv[1:]])
+    else:
+        common.reexec_in_venv()
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--sizes", default="10,100,1000")
     ap.add_argument("--n", type=int, help="one size only (e.g. --n 10000), instead of --sizes")
@@ -336,7 +424,13 @@ def main():
     ap.add_argument("--workdir", help="scratch directory (default: a temp dir under bench/work)")
     ap.add_argument("--out", default="issuance", help="result file stem in bench/results")
     ap.add_argument("--replot", action="store_true", help="only redraw table, CSV and PNG from the JSON")
+    ap.add_argument("--backend", choices=("local", "openbao"), default="local",
+                    help="openbao: the openbao backend against OpenBao's raw pki/sign floor (N = 100, 1000)")
     a = ap.parse_args()
+    if a.backend == "openbao":
+        if a.out == "issuance":
+            a.out = "issuance-openbao"
+        return run_openbao(a, [a.n] if a.n else [100, 1000])
     if a.replot:
         with open(os.path.join(common.RESULTS, f"{a.out}.json"), encoding="utf-8") as f:
             rows = json.load(f)["rows"]

@@ -48,8 +48,8 @@ def requests_for(n):
     return out
 
 
-def floor(addr, token, ca_cert, reqs, threads):
-    """Plain keep-alive POSTs to root/sign/client from `threads` threads; seconds for all of reqs."""
+def floor(addr, token, ca_cert, reqs, threads, mount="root"):
+    """Plain keep-alive POSTs to <mount>/sign/client from `threads` threads; seconds for all of reqs."""
     parts = urlsplit(addr)
     ctx = ssl.create_default_context(cafile=ca_cert) if parts.scheme == "https" else None
     headers = {"X-Vault-Token": token, "Content-Type": "application/json"}
@@ -62,7 +62,7 @@ def floor(addr, token, ca_cert, reqs, threads):
         conn = (http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx) if ctx
                 else http.client.HTTPConnection(parts.hostname, parts.port))
         for body in chunk:
-            conn.request("POST", "/v1/root/sign/client", body=body, headers=headers)
+            conn.request("POST", f"/v1/{mount}/sign/client", body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:

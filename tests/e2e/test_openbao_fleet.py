@@ -8,12 +8,14 @@ inventory variable and must never appear in any -vvv output.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import ssl
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -21,7 +23,7 @@ import yaml
 from tests.e2e.helpers import ansible_env, changed_tasks, curl, recap, run_playbook
 from tests.openbao_server import RaftCluster
 
-SITE, RENEW, REVOKE, REPORT = (f"mtls.rollout.{p}" for p in ("site", "renew", "revoke", "report"))
+SITE, RENEW, REVOKE, REPORT, VERIFY = (f"mtls.rollout.{p}" for p in ("site", "renew", "revoke", "report", "verify"))
 SERVERS, CLIENT = [1, 2], 3
 CLIENT_KEY = "/etc/mtls/client/key.pem"
 pytestmark = pytest.mark.usefixtures("ansible_ok")
@@ -169,6 +171,47 @@ def test_renew_from_a_wiped_cache_serves_a_serial_openbao_issued(first, fleet, i
         status, body = bao_get(bao, f"server-ca/cert/{colons(serial)}")
         assert status == 200, body
         assert client_status(fleet, fleet.host(i).ip) == "200"
+
+
+def test_verify_from_a_wiped_cache_checks_the_chains_against_openbaos_root(first, fleet, inv, site_vars, pki, outputs):
+    """verify.yml signs nothing and needs no store: the root of trust is fetched from OpenBao (root/ca/pem)."""
+    wipe(pki)
+    rc, out = run(VERIFY, inv, site_vars, outputs, check=False)
+    assert rc == 0, out[-4000:]
+    assert "all 4 probes passed" in out  # control node -> 2 servers, client host -> 2 servers
+    for i in SERVERS:
+        assert re.search(rf"control node -> {fleet.host(i).name} \(\S+\): HTTP 400, TLSv1\.[23], 2 server "
+                         rf"certificate\(s\): OK", out), out[-3000:]
+    assert not (pki / "certs").exists() and not (pki / "ca").exists(), "verify.yml filled the store"
+
+
+def test_two_controllers_at_once_both_succeed_and_the_fleet_is_consistent(first, fleet, inv, site_vars, outputs, bao,
+                                                                          bao_root, tmp_path):
+    """Two control nodes, each with its own empty store, run site.yml and renew.yml (everything due) at the same
+    time against the same OpenBao and fleet: both succeed, every server serves a chain that verifies, with an
+    unrevoked serial OpenBao issued, and every client is still served. Which valid serial is served depends on
+    the order (site.yml may put back the certificate it read from the host before the renewal): a sequential
+    renew.yml then makes the newest one served again, as the later tests (report.yml) expect."""
+    jobs = [(SITE, {**site_vars, "mtls_pki_dir": str(tmp_path / "a" / "pki")}),
+            (RENEW, {**site_vars, "mtls_pki_dir": str(tmp_path / "b" / "pki"), "mtls_renew_before_days": 400})]
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda job: run_playbook(job[0], inv, job[1], "-vvv", check=False), jobs))
+    for (playbook, _extra), (rc, out) in zip(jobs, done):
+        outputs.append(out)
+        assert rc == 0, f"{playbook} failed while another controller ran:\n{out[-4000:]}"
+    assert "due: " in done[1][1]
+    root = bao_root()
+    for i in SERVERS:
+        ip = fleet.host(i).ip
+        serial = served_serial(ip)
+        status, body = bao_get(bao, f"server-ca/cert/{colons(serial)}")
+        assert status == 200 and not json.loads(body)["data"].get("revocation_time"), (serial, body)
+        proc = subprocess.run(["openssl", "s_client", "-connect", f"{ip}:443", "-CAfile", root, "-verify_ip", ip,
+                               "-verify_return_error"], input="", capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0 and "Verify return code: 0 (ok)" in proc.stdout, proc.stdout[-1500:]
+        assert client_status(fleet, ip) == "200"
+    run(RENEW, inv, {**site_vars, "mtls_pki_dir": str(tmp_path / "b" / "pki"), "mtls_renew_before_days": 400},
+        outputs)
 
 
 def test_revoke_from_a_wiped_cache_gets_400(first, fleet, inv, site_vars, pki, outputs, bao_root):

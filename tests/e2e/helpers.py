@@ -66,3 +66,14 @@ def changed_tasks(output, host):
         elif re.match(rf"^changed: \[{re.escape(host)}[\]\s-]", line):
             found.append(task)
     return found
+
+
+def ca_pem(pki_dir, name):
+    """The PEM of CA ``name`` in the store at ``pki_dir``."""
+    with open(f"{pki_dir}/ca/{name}/cert.pem") as f:
+        return f.read()
+
+
+def squash(text):
+    """``text`` without whitespace (to find a PEM inside a bundle whatever its line breaks)."""
+    return re.sub(r"\s", "", text)

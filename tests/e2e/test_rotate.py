@@ -7,7 +7,6 @@ in each phase and re-run: it completes with the same guarantees."""
 import collections
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -16,7 +15,7 @@ import time
 import pytest
 import yaml
 
-from tests.e2e.helpers import ROOT, ansible_env, curl, recap, run_playbook
+from tests.e2e.helpers import ROOT, ansible_env, ca_pem, curl, recap, run_playbook, squash
 
 ROTATE, SITE = "mtls.rollout.rotate", "mtls.rollout.site"
 SERVERS, CLIENTS = [1, 2, 3], [4, 5]
@@ -102,7 +101,7 @@ class Loops:
             ip = self.fleet.host(SERVERS[n % len(SERVERS)]).ip
             roots = [r for r in ("root", "root2", "root3") if os.path.exists(f"{self.pki}/ca/{r}/cert.pem")]
             with open(self.bundle, "w") as f:
-                f.write("".join(store_pem(self.pki, r) for r in roots))
+                f.write("".join(ca_pem(self.pki, r) for r in roots))
             status, body = curl(f"https://{ip}/", cert=f"{self.pki}/certs/ops/cert.pem",
                                 key=f"{self.pki}/certs/ops/key.pem", cacert=self.bundle)
             self.results.append(("control", ip, status))
@@ -142,15 +141,6 @@ class Loops:
         return self
 
 
-def store_pem(pki, name):
-    with open(f"{pki}/ca/{name}/cert.pem") as f:
-        return f.read()
-
-
-def squash(text):
-    return re.sub(r"\s", "", text)
-
-
 def verifies(ip, anchor_file):
     proc = subprocess.run(["openssl", "s_client", "-connect", f"{ip}:443", "-CAfile", anchor_file, "-verify_ip", ip,
                            "-verify_return_error"], input="", capture_output=True, check=False, text=True, timeout=30)
@@ -161,7 +151,7 @@ def assert_rotated(fleet, pki, old, new, old_identities):
     """Every served chain verifies against the new root alone (not the old), the old root and the old client CA are
     in no trust bundle of any host, and old client identities get 400."""
     old_root, new_root = hierarchy(old)[0]["name"], hierarchy(new)[0]["name"]
-    old_pem, old_client_ca = squash(store_pem(pki, old_root)), squash(store_pem(pki, hierarchy(old)[2]["name"]))
+    old_pem, old_client_ca = squash(ca_pem(pki, old_root)), squash(ca_pem(pki, hierarchy(old)[2]["name"]))
     for i in SERVERS:
         ip = fleet.host(i).ip
         assert verifies(ip, f"{pki}/ca/{new_root}/cert.pem"), fleet.host(i).name

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.helpers import changed_tasks, recap, run_playbook
+from tests.e2e.helpers import ca_pem as store_ca_pem, changed_tasks, recap, run_playbook, squash
 
 SITE = "mtls.rollout.site"
 SERVER, CLIENT = 1, 2
@@ -37,12 +37,7 @@ def both(fleet, site_vars):
 
 
 def root_pem(site_vars, name):
-    with open(f"{site_vars['mtls_pki_dir']}/ca/{name}/cert.pem") as f:
-        return f.read()
-
-
-def squash(text):
-    return re.sub(r"\s", "", text)
+    return store_ca_pem(site_vars["mtls_pki_dir"], name)
 
 
 def trusted(fleet, site_vars):

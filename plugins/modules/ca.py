@@ -23,6 +23,8 @@ description:
     leaving it - with the roles C(server), C(client) and C(both); the store then caches C(cert.pem), C(chain.pem)
     and C(fullchain.pem) only (a cache refresh is not a change). O(passphrase) is ignored and O(cross_signed_by)
     is refused.
+  - With O(cas), several CAs in one module run (the whole hierarchy, parents before children), in list order; it stops
+    at the first that fails (those below it would fail too).
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.store
@@ -39,9 +41,108 @@ attributes:
     description: Shows serial, subject and validity before and after.
 options:
   name:
-    description: The CA's name in the store (one path component), also the default common name.
+    description:
+      - The CA's name in the store (one path component), also the default common name.
+      - Exactly one of O(name) and O(cas) is required.
     type: str
-    required: true
+  cas:
+    description:
+      - Several CAs in one run instead of one - each item has the options of one CA (O(cas[].name) required), which
+        are then refused at the top level; O(pki_dir), O(backend), O(openbao), O(crl_url) and O(force) apply to all.
+      - A CA's key passphrase is its item's O(cas[].passphrase), else O(passphrase). The issuer and cross-signers of
+        an item use the passphrase of their own item; those not in the list use O(cross_passphrases).
+    type: list
+    elements: dict
+    version_added: 0.2.0
+    suboptions:
+      name:
+        description: As O(name).
+        type: str
+        required: true
+      issuer:
+        description: As O(issuer).
+        type: str
+      subject:
+        description: As O(subject).
+        type: dict
+        suboptions:
+          common_name:
+            description: As O(subject.common_name).
+            type: str
+          organization:
+            description: As O(subject.organization).
+            type: str
+          organizational_unit:
+            description: As O(subject.organizational_unit).
+            type: str
+          country:
+            description: As O(subject.country).
+            type: str
+          state:
+            description: As O(subject.state).
+            type: str
+          locality:
+            description: As O(subject.locality).
+            type: str
+          email:
+            description: As O(subject.email).
+            type: str
+      key_type:
+        description: As O(key_type).
+        type: str
+        choices: [ec, rsa, ed25519]
+        default: ec
+      key_size:
+        description: As O(key_size).
+        type: int
+      curve:
+        description: As O(curve).
+        type: str
+      valid_days:
+        description: As O(valid_days).
+        type: float
+      path_length:
+        description: As O(path_length).
+        type: int
+      name_constraints:
+        description: As O(name_constraints).
+        type: dict
+        suboptions:
+          permitted_dns:
+            description: As O(name_constraints.permitted_dns).
+            type: list
+            elements: str
+          excluded_dns:
+            description: As O(name_constraints.excluded_dns).
+            type: list
+            elements: str
+          permitted_ip:
+            description: As O(name_constraints.permitted_ip).
+            type: list
+            elements: str
+          excluded_ip:
+            description: As O(name_constraints.excluded_ip).
+            type: list
+            elements: str
+          critical:
+            description: As O(name_constraints.critical).
+            type: bool
+            default: true
+      passphrase:
+        description: This CA's key passphrase, as O(passphrase) (default O(passphrase)).
+        type: str
+      renew_before_days:
+        description: As O(renew_before_days).
+        type: float
+      rotate_key:
+        description: As O(rotate_key).
+        type: bool
+        default: false
+      cross_signed_by:
+        description: As O(cross_signed_by).
+        type: list
+        elements: str
+        default: []
   issuer:
     description: Name of the CA in the same store that signs this one. Omit for a self-signed root.
     type: str
@@ -91,6 +192,7 @@ options:
     description:
       - Encrypt this CA's private key with this passphrase (PKCS#8, AES-256-CBC). Needed to use the key later.
       - An existing unencrypted key is encrypted when a passphrase is first given.
+      - With O(cas), the passphrase of every CA whose item has none.
     type: str
   issuer_passphrase:
     description: Passphrase of the issuer's key, when it is encrypted.
@@ -123,7 +225,8 @@ options:
     elements: str
     default: []
   cross_passphrases:
-    description: Passphrases of the signers' keys, by CA name (never logged).
+    description: Passphrases of the signers' keys, by CA name (never logged); with O(cas), of the issuers and signers
+      not in the list.
     type: dict
     default: {}
 seealso:
@@ -151,9 +254,30 @@ EXAMPLES = r"""
     issuer_passphrase: "{{ vault_ca_passphrase }}"
     name_constraints:
       permitted_dns: [example.com]
+
+- name: The whole hierarchy in one module run
+  mtls.rollout.ca:
+    pki_dir: /srv/pki
+    passphrase: "{{ vault_ca_passphrase }}"
+    cas:
+      - name: root
+        subject: {common_name: Example Root CA}
+      - name: server-ca
+        issuer: root
+        path_length: 0
+      - name: client-ca
+        issuer: root
+        path_length: 0
 """
 
 RETURN = r"""
+cas:
+  description: With O(cas), one result per CA in list order (on failure, those done before it), each with the keys
+    below (and its own V(diff) in the top-level V(diff) list); the keys below are then not at the top level.
+  returned: with O(cas)
+  type: list
+  elements: dict
+  version_added: 0.2.0
 name:
   description: The CA's name.
   returned: always
@@ -237,65 +361,103 @@ else:  # the module_utils import without cryptography and record what failed
     ENGINE_IMPORT_ERROR = cryptography_dep.import_error()
 
 
+# The options of one CA: top-level for one CA (name), or each item of cas for several in one run.
+CA_OPTIONS = {
+    "name": {"type": "str"},
+    "subject": module_args.SUBJECT,
+    "issuer": {"type": "str"},
+    "key_type": {"type": "str", "choices": ["ec", "rsa", "ed25519"], "default": "ec"},
+    "key_size": {"type": "int"},
+    "curve": {"type": "str"},
+    "valid_days": {"type": "float"},
+    "path_length": {"type": "int"},
+    "name_constraints": {"type": "dict", "options": {
+        "permitted_dns": {"type": "list", "elements": "str"},
+        "excluded_dns": {"type": "list", "elements": "str"},
+        "permitted_ip": {"type": "list", "elements": "str"},
+        "excluded_ip": {"type": "list", "elements": "str"},
+        "critical": {"type": "bool", "default": True}}},
+    "passphrase": {"type": "str", "no_log": True},
+    "renew_before_days": {"type": "float"},
+    "rotate_key": {"type": "bool", "default": False},
+    "cross_signed_by": {"type": "list", "elements": "str", "default": []},
+}
+# with cas, these are per CA (in each item) and refused at the top level
+PER_CA = ("subject", "issuer", "key_type", "key_size", "curve", "valid_days", "path_length", "name_constraints",
+          "renew_before_days", "rotate_key", "cross_signed_by", "issuer_passphrase")
+
+
+def ensure_one(module, store, backend, ca, passphrase, issuer_passphrase, cross_passphrases):
+    """Issue, renew or leave alone one CA and its cross-certificates; its result (PkiError on failure)."""
+    p = module.params
+    spec = specs.ca_spec(ca["name"], ca["subject"], ca["issuer"], ca["key_type"], ca["key_size"], ca["curve"],
+                         ca["valid_days"], ca["path_length"], ca["name_constraints"], ca["renew_before_days"],
+                         ca["rotate_key"], p["crl_url"])
+    result = backend.ensure_ca(spec, passphrase, issuer_passphrase, p["force"], module.check_mode)
+    pending = module.check_mode and result["action"] == "issued"  # nothing to cross-sign yet
+    result["cross"] = [] if pending else [
+        cross.ensure_cross(store, spec.name, names.store_name(signer, "cross_signed_by"),
+                           cross_passphrases.get(signer), check=module.check_mode)
+        for signer in ca["cross_signed_by"]]
+    result["changed"] = result["changed"] or any(c["changed"] for c in result["cross"])
+    return result
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
-            "name": {"type": "str", "required": True},
+            **CA_OPTIONS,
+            "cas": {"type": "list", "elements": "dict", "options": {**CA_OPTIONS, "name": {"type": "str", "required": True}}},
             "pki_dir": module_args.PKI_DIR,
             "backend": module_args.BACKEND,
             "openbao": module_args.OPENBAO,
-            "subject": module_args.SUBJECT,
-            "issuer": {"type": "str"},
-            "key_type": {"type": "str", "choices": ["ec", "rsa", "ed25519"], "default": "ec"},
-            "key_size": {"type": "int"},
-            "curve": {"type": "str"},
-            "valid_days": {"type": "float"},
-            "path_length": {"type": "int"},
-            "name_constraints": {"type": "dict", "options": {
-                "permitted_dns": {"type": "list", "elements": "str"},
-                "excluded_dns": {"type": "list", "elements": "str"},
-                "permitted_ip": {"type": "list", "elements": "str"},
-                "excluded_ip": {"type": "list", "elements": "str"},
-                "critical": {"type": "bool", "default": True}}},
-            "passphrase": {"type": "str", "no_log": True},
             "issuer_passphrase": {"type": "str", "no_log": True},
-            "renew_before_days": {"type": "float"},
-            "rotate_key": {"type": "bool", "default": False},
             "crl_url": {"type": "str"},
             "force": {"type": "bool", "default": False},
-            "cross_signed_by": {"type": "list", "elements": "str", "default": []},
             "cross_passphrases": {"type": "dict", "default": {}, "no_log": True},
         },
+        required_one_of=[("name", "cas")],
+        mutually_exclusive=[("name", "cas")] + [("cas", option) for option in PER_CA],
         supports_check_mode=True,
     )
     if ENGINE_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
+    cas = p["cas"] or [p]
+    cross_passphrases = dict(p["cross_passphrases"] or {})
+    if p["cas"]:  # each CA's passphrase is its item's, else passphrase; issuers and signers in the list use theirs
+        for ca in cas:
+            ca["passphrase"] = (ca["passphrase"] if ca["passphrase"] is not None else p["passphrase"]) or None
+        cross_passphrases.update((ca["name"], ca["passphrase"]) for ca in cas)
+    results = []
     try:
-        spec = specs.ca_spec(p["name"], p["subject"], p["issuer"], p["key_type"], p["key_size"], p["curve"],
-                             p["valid_days"], p["path_length"], p["name_constraints"], p["renew_before_days"],
-                             p["rotate_key"], p["crl_url"])
         store = Store(p["pki_dir"])
         backend = choice.backend(store, p["backend"], p["openbao"])
-        if p["cross_signed_by"] and backend.name != "local":
+        if backend.name != "local" and any(ca["cross_signed_by"] for ca in cas):
             module.fail_json(msg=f"cross_signed_by is supported with the local backend only (backend {backend.name})")
         for warning in backend.warnings:
             module.warn(warning)
-        result = backend.ensure_ca(spec, p["passphrase"], p["issuer_passphrase"], p["force"], module.check_mode)
-        pending = module.check_mode and result["action"] == "issued"  # nothing to cross-sign yet
-        result["cross"] = [] if pending else [
-            cross.ensure_cross(store, spec.name, names.store_name(signer, "cross_signed_by"),
-                               (p["cross_passphrases"] or {}).get(signer), check=module.check_mode)
-            for signer in p["cross_signed_by"]]
-        result["changed"] = result["changed"] or any(c["changed"] for c in result["cross"])
+        for ca in cas:
+            issuer_passphrase = p["issuer_passphrase"] if not p["cas"] else cross_passphrases.get(ca["issuer"])
+            try:
+                results.append(ensure_one(module, store, backend, ca, ca["passphrase"], issuer_passphrase,
+                                          cross_passphrases))
+            except PkiError as e:  # the CAs below it would fail too: stop with what was done so far
+                if not p["cas"]:
+                    raise
+                module.fail_json(**{**module_args.fail_json_kwargs(e), "msg": f"CA {ca['name']}: {e}", "cas": results})
     except PkiError as e:
         module.fail_json(**module_args.fail_json_kwargs(e))
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    before = result.pop("before")
-    if module._diff:
-        result["diff"] = module_args.diff(before, result)
-    module.exit_json(**result)
+    for result in results:
+        for warning in result.pop("warnings", []):
+            module.warn(f"CA {result['name']}: {warning}" if p["cas"] else warning)
+        before = result.pop("before")
+        if module._diff:
+            result["diff"] = module_args.diff(before, result)
+    if not p["cas"]:
+        module.exit_json(**results[0])
+    diffs = [r.pop("diff") for r in results if "diff" in r]
+    module.exit_json(changed=any(r["changed"] for r in results), cas=results, **({"diff": diffs} if diffs else {}))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,30 @@ def test_second_renewal_changes_and_reloads_nothing(renewed, fleet, base_vars):
     assert {i: workers(fleet, i) for i in SERVERS} == pids
 
 
+def test_a_server_still_serving_the_old_certificate_fails_alone(renewed, fleet, base_vars):
+    # issue 16: with every served serial as in the store, renew ends the batch in one step (no per-host check);
+    # otherwise each server that does not present it fails, alone, naming the serial it presents. A stopped nginx
+    # master keeps its workers serving the old certificate: the reload signal waits until it goes on.
+    stuck, fine = fleet.host(SERVERS[1]), fleet.host(SERVERS[0])
+    master = fleet.run(SERVERS[1], ["cat", "/run/nginx.pid"], check=True).stdout.strip()
+    fleet.run(SERVERS[1], ["kill", "-STOP", master], check=True)
+    try:
+        rc, out = run_playbook("mtls.rollout.renew", fleet.inventory, {**base_vars, "mtls_renew_before_days": 3},
+                               check=False)
+    finally:
+        fleet.run(SERVERS[1], ["kill", "-CONT", master], check=True)
+    assert rc != 0
+    assert re.search(rf"{stuck.name} presents serial \S+ instead of the store's", out), out[-3000:]
+    counts = recap(out)
+    assert counts[stuck.name]["failed"] == 1 and counts[fine.name]["failed"] == 0, counts
+    pki = base_vars["mtls_pki_dir"]
+    assert served_serial(fine.ip) == stored_serial(pki, f"{fine.name}-server")
+    deadline = time.monotonic() + 30  # going on, the master reloads: both serve the store's certificate again
+    while served_serial(stuck.ip) != stored_serial(pki, f"{stuck.name}-server") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert served_serial(stuck.ip) == stored_serial(pki, f"{stuck.name}-server")
+
+
 def test_report_lists_the_fleet_with_days_left(renewed, fleet, base_vars):
     out = run_playbook("mtls.rollout.report", fleet.inventory, {**base_vars, "mtls_report_fail_days": 1})[1]
     for name in [f"{fleet.host(i).name}-server" for i in SERVERS] + [fleet.host(CLIENT).name, "client1"]:

@@ -125,10 +125,15 @@ def _run_example(store, task):
     """Run one task of the docs through the engine, as the module does; returns the results (list)."""
     if "mtls.rollout.ca" in task:
         a = task["mtls.rollout.ca"]
-        spec = specs.ca_spec(a["name"], a.get("subject"), a.get("issuer"), a.get("key_type", "ec"),
-                             a.get("key_size"), a.get("curve"), a.get("valid_days"), a.get("path_length"),
-                             a.get("name_constraints"), a.get("renew_before_days"), a.get("rotate_key", False))
-        return [ensure_ca(store, spec, a.get("passphrase"), a.get("issuer_passphrase"))]
+        passphrases = {c["name"]: c.get("passphrase", a.get("passphrase")) for c in a.get("cas", [])}
+        out = []
+        for c in a.get("cas") or [a]:  # cas: each CA with its own (else the shared) passphrase, issuers' from the list
+            spec = specs.ca_spec(c["name"], c.get("subject"), c.get("issuer"), c.get("key_type", "ec"),
+                                 c.get("key_size"), c.get("curve"), c.get("valid_days"), c.get("path_length"),
+                                 c.get("name_constraints"), c.get("renew_before_days"), c.get("rotate_key", False))
+            out.append(ensure_ca(store, spec, passphrases.get(c["name"], a.get("passphrase")),
+                                 passphrases.get(c.get("issuer"), a.get("issuer_passphrase"))))
+        return out
     a = task["mtls.rollout.certificates"]
     if not os.path.exists(store.ca_path(a["issuer"], "cert.pem")):  # the docs assume it was made earlier
         ensure_ca(store, specs.ca_spec(a["issuer"]), a.get("issuer_passphrase"))

@@ -86,14 +86,14 @@ def test_a_hierarchy_in_one_run_check_first_then_idempotent_and_no_passphrase_sh
     _cert(pki, "clients", "cross-servers.pem").verify_directly_issued_by(_cert(pki, "servers"))
     assert _cert(pki, "servers").public_key() == servers_key.public_key()
 
-    r, _ = _run(tmp_path, args, name="again.yml")
+    r = _run(tmp_path, args, name="again.yml")[0]
     assert not r["changed"] and [c["action"] for c in r["cas"]] == ["unchanged"] * 3, r
 
 
 def test_a_failing_ca_stops_the_list_and_names_it_keeping_the_results_before(tmp_path):
     pki = tmp_path / "pki"
     args = {"pki_dir": str(pki), "cas": [{"name": "root"}, {"name": "int", "issuer": "nowhere"}, {"name": "after"}]}
-    r, _ = _run(tmp_path, args)
+    r = _run(tmp_path, args)[0]
     assert r["failed"] and "CA int:" in r["msg"] and "nowhere" in r["msg"], r
     assert [c["name"] for c in r["cas"]] == ["root"] and r["cas"][0]["action"] == "issued", r
     assert (pki / "ca" / "root" / "cert.pem").is_file()
@@ -101,9 +101,9 @@ def test_a_failing_ca_stops_the_list_and_names_it_keeping_the_results_before(tmp
 
 
 def test_per_ca_options_at_the_top_level_are_refused_next_to_cas(tmp_path):
-    r, _ = _run(tmp_path, {"pki_dir": str(tmp_path / "pki"), "issuer": "root", "cas": [{"name": "int"}]})
+    r = _run(tmp_path, {"pki_dir": str(tmp_path / "pki"), "issuer": "root", "cas": [{"name": "int"}]})[0]
     assert r["failed"] and "mutually exclusive" in r["msg"] and "issuer" in r["msg"], r
-    r, _ = _run(tmp_path, {"pki_dir": str(tmp_path / "pki")}, name="neither.yml")
+    r = _run(tmp_path, {"pki_dir": str(tmp_path / "pki")}, name="neither.yml")[0]
     assert r["failed"] and "one of the following is required: name, cas" in r["msg"], r
     assert not (tmp_path / "pki" / "ca").exists()
 
@@ -114,9 +114,9 @@ def test_openbao_backend_makes_the_list_as_mounts_once(tmp_path):
                 "openbao": {"addr": bao.addr, "token": bao.token, "mount_prefix": "list-"},
                 "cas": [{"name": "top", "subject": {"common_name": "Bao Root"}},
                         {"name": "mid", "issuer": "top", "path_length": 0}]}
-        r, _ = _run(tmp_path, args, "-v")  # the CA names are not "root": the dev token is
+        r = _run(tmp_path, args, "-v")[0]  # the CA names are not "root": the dev token is
         assert not r.get("failed"), r
         assert [(c["name"], c["action"]) for c in r["cas"]] == [("top", "issued"), ("mid", "issued")], r
         _cert(tmp_path / "pki", "mid").verify_directly_issued_by(_cert(tmp_path / "pki", "top"))
-        r, _ = _run(tmp_path, args, name="again.yml")
+        r = _run(tmp_path, args, name="again.yml")[0]
         assert not r["changed"] and [c["action"] for c in r["cas"]] == ["unchanged"] * 2, r

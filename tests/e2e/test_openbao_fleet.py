@@ -286,8 +286,9 @@ def test_a_run_never_puts_back_an_older_certificate_another_controller_just_rene
     outputs.append(out)
     assert rc == 0, out[-4000:]
     assert all(newer[i] != before[i] for i in SERVERS)
-    assert {i: served_serial(fleet.host(i).ip) for i in SERVERS} == {i: newer[i] for i in SERVERS}
-    assert client_serial(fleet) == newer["client"]
+    served = {i: served_serial(fleet.host(i).ip) for i in SERVERS}
+    assert served == {i: newer[i] for i in SERVERS}, f"served {served}; B deployed {newer}; before B {before}"
+    assert client_serial(fleet) == newer["client"], "the client's certificate went back to an older one"
     squashed = re.sub(r"\s+", " ", out)
     for i in SERVERS:
         assert f"not replaced: it holds a newer certificate (serial {newer[i]}," in squashed, out[-4000:]

@@ -94,8 +94,8 @@ def inventory(fleet, client, tmp_path_factory, key_location, backend_vars):
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return tmp_path_factory.mktemp("pki")
+def pki(tmp_path_factory, variant):
+    return tmp_path_factory.mktemp(f"pki-{variant}")  # a store (or OpenBao's cache) of each variant's own
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ replaces the one in use in the same change as its certificate; the source is rem
 set is written and validated. ``pairs`` checks that each installed certificate carries its installed key.
 ``prune`` removes, in the same change, files of ours that are no longer wanted (e.g. the trust anchor of a
 withdrawn root CA): those in a directory matching a pattern that are not among the files.
-A certificate file marked ``keep_newer`` is never replaced by an older certificate of the same lineage
-(``keep_newer``): two runs at once (two control nodes) cannot put back what the other one just renewed.
+A certificate file marked ``keep_newer`` is never replaced by an older certificate of the same CA and key
+(``keep_newer``): a run of another control node cannot put back what this one just renewed.
 """
 
 import datetime

@@ -60,6 +60,14 @@ options:
         description: The content is secret (a private key, a PKCS#12 bundle) - never shown in diffs or logs.
         type: bool
         default: false
+      keep_newer:
+        description:
+          - The file holds a certificate (first in the file, as in a fullchain). Never replace it with an older
+            one - when the file on the host holds a certificate issued later (not before) by the same CA (issuer
+            name and authority key identifier) for the same key, still valid, the file is left as it is, listed
+            in RV(kept) and warned about. Another run (a second control node) renewed it meanwhile.
+        type: bool
+        default: false
   validate:
     description: Command run after writing when anything changed; a non-zero exit restores every file.
     type: str
@@ -176,6 +184,38 @@ changed_files:
   returned: always
   type: list
   elements: str
+kept:
+  description:
+    - Files of O(files[].keep_newer) left as they were because they hold a newer certificate than the one given.
+  returned: with O(action=install)
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The file.
+      type: str
+    serial:
+      description: Serial (lowercase hex) of the newer certificate the file holds.
+      type: str
+    not_before:
+      description: Its start of validity (ISO 8601, UTC).
+      type: str
+    not_after:
+      description: Its end of validity.
+      type: str
+    offered_serial:
+      description: Serial of the older certificate that was given (not installed).
+      type: str
+    offered_not_before:
+      description: Its start of validity.
+      type: str
+  sample:
+    - path: /etc/nginx/mtls/fullchain.pem
+      serial: 5a397a7ccef885c2cef75c366908016c3faa6f27
+      not_before: "2026-11-30T19:20:41Z"
+      not_after: "2027-11-30T19:21:11Z"
+      offered_serial: 43d796a9e5eeac0b65416f31fb2b185515458ca0
+      offered_not_before: "2026-11-30T19:12:03Z"
 missing:
   description: Commands of O(requires) not installed on the host (nothing was written when any is).
   returned: with O(action=install)
@@ -207,7 +247,8 @@ def _normalise(module, files):
         data = None if content is None else (
             base64.b64decode(content[7:]) if content.startswith("base64:") else content.encode())
         out.append({"path": f["path"], "content": data, "source": f["source"], "mode": mode, "owner": f["owner"],
-                    "group": f["group"], "secret": f["secret"] or f["source"] is not None})
+                    "group": f["group"], "secret": f["secret"] or f["source"] is not None,
+                    "keep_newer": f["keep_newer"]})
     return out
 
 
@@ -238,7 +279,8 @@ def main():
                 "mode": {"type": "str", "default": "0644"},
                 "owner": {"type": "str"},
                 "group": {"type": "str"},
-                "secret": {"type": "bool", "default": False}}},
+                "secret": {"type": "bool", "default": False},
+                "keep_newer": {"type": "bool", "default": False}}},
             "validate": {"type": "str"},
             "prune": {"type": "list", "elements": "dict", "default": [], "options": {
                 "path": {"type": "path", "required": True},
@@ -262,10 +304,11 @@ def main():
     files = _normalise(module, module.params["files"])
     missing = service.missing(module.params["requires"])
     if missing and not module.check_mode:
-        module.exit_json(changed=False, changed_files=[], missing=missing, service_started=False,
+        module.exit_json(changed=False, changed_files=[], kept=[], missing=missing, service_started=False,
                          msg=f"not installed on this host: {', '.join(missing)} - nothing written; install it, then run again")
     try:
         prune = module.params["prune"]
+        kept = file_set.keep_newer(files)
         changed = sorted(file_set.plan(files, check=True) + file_set.pruned(files, prune)) if module.check_mode else \
             file_set.apply(files, module.params["validate"], int(module.params["dir_mode"], 8), module.params["pairs"],
                            prune, module.params["generation_dir"], module.params["confirm"])
@@ -276,7 +319,11 @@ def main():
         started = bool(name) and (bool(missing) or service.ensure_running(name, module.check_mode))
     except service.ServiceError as e:
         module.fail_json(msg=f"the files are in place, but {e}", changed=bool(changed), changed_files=changed)
-    result = {"changed": bool(changed) or started, "changed_files": changed, "missing": missing,
+    for k in kept:
+        module.warn(f"{k['path']} not replaced: it holds a newer certificate (serial {k['serial']}, not before "
+                    f"{k['not_before']}) than the one given (serial {k['offered_serial']}, not before "
+                    f"{k['offered_not_before']}), from the same CA for the same key - another run renewed it meanwhile")
+    result = {"changed": bool(changed) or started, "changed_files": changed, "kept": kept, "missing": missing,
               "service_started": started}
     if module._diff and changed:
         result["diff"] = [{"before_header": f["path"], "after_header": f["path"],

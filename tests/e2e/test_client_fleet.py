@@ -4,8 +4,9 @@ and a real browser (headless Chromium) presenting the certificate from its NSS d
 
 Fleet: two nginx servers and one client host with a user ``alice`` who owns the identity and whose
 ~/.pki/nssdb gets it. Everything on the client host is checked inside its namespaces (ssh or nsenter).
-The whole module runs twice: with keys made on the control node, and with keys made on the hosts
-(mtls_key_location host: the client's key and PKCS#12 bundle are made on the client itself).
+The whole module runs three times: with keys made on the control node, with keys made on the hosts
+(mtls_key_location host: the client's key and PKCS#12 bundle are made on the client itself), and with host keys
+and a real OpenBao as the CA (mtls_ca_backend openbao, issue 12: the store is then a cache of what OpenBao signed).
 """
 
 import base64
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.helpers import ROOT, recap, run_playbook
+from tests.openbao_server import RaftCluster, call
 
 SITE = "mtls.rollout.site"
 SERVERS, CLIENT = [1, 2], 3
@@ -39,14 +41,35 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 pytestmark = pytest.mark.usefixtures("ansible_ok")
 
 
-@pytest.fixture(scope="module", params=["controller", "host"])
-def key_location(request):
+# (where keys are made, where the CAs live); the fleet's name
+VARIANTS = {"controller": ("controller", "local", "cli"), "host": ("host", "local", "clih"),
+            "openbao": ("host", "openbao", "clib")}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request):
     return request.param
 
 
 @pytest.fixture(scope="module")
-def fleet(make_module_fleet, key_location):
-    name = "cli" if key_location == "controller" else "clih"
+def key_location(variant):
+    return VARIANTS[variant][0]
+
+
+@pytest.fixture(scope="module")
+def backend_vars(variant):
+    """The inventory's backend variables: none for the local store; a one-node OpenBao (TLS) for openbao."""
+    if VARIANTS[variant][1] == "local":
+        yield {}
+        return
+    with RaftCluster(1) as bao:
+        yield {"mtls_ca_backend": "openbao", "mtls_openbao_addr": bao.addrs, "mtls_openbao_ca_cert": bao.ca_cert,
+               "mtls_openbao_token": bao.token}
+
+
+@pytest.fixture(scope="module")
+def fleet(make_module_fleet, variant):
+    name = VARIANTS[variant][2]
     f = make_module_fleet(name, hosts=3, groups={"mtls_servers": SERVERS, "mtls_clients": [CLIENT]})
     f.run(CLIENT, ["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
     return f
@@ -58,11 +81,11 @@ def client(fleet):
 
 
 @pytest.fixture(scope="module")
-def inventory(fleet, client, tmp_path_factory, key_location):
+def inventory(fleet, client, tmp_path_factory, key_location, backend_vars):
     """The fleet's inventory plus the client host's own variables (host vars, as users would set them)."""
     with open(fleet.inventory) as f:
         data = yaml.safe_load(f)
-    data["all"].setdefault("vars", {})["mtls_key_location"] = key_location
+    data["all"].setdefault("vars", {}).update({"mtls_key_location": key_location, **backend_vars})
     data["all"]["hosts"][client.name].update({
         "mtls_client_owner": USER, "mtls_client_group": USER, "mtls_client_nss": True})
     path = tmp_path_factory.mktemp("inventory") / "inventory.yml"
@@ -71,8 +94,8 @@ def inventory(fleet, client, tmp_path_factory, key_location):
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return tmp_path_factory.mktemp("pki")
+def pki(tmp_path_factory, variant):
+    return tmp_path_factory.mktemp(f"pki-{variant}")  # a store (or OpenBao's cache) of each variant's own
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +173,29 @@ def new_nss_home(fleet, with_ca):
     return home
 
 
-def test_first_run_installs_the_client_and_never_shows_the_password(deployed, fleet, client):
+def test_first_run_installs_the_client_and_never_shows_the_password(deployed, fleet, client, backend_vars):
     counts = recap(deployed)
     assert all(c["failed"] == 0 for c in counts.values()), deployed[-4000:]
     assert counts[client.name]["changed"] > 0
     assert SECRET not in deployed
+    assert backend_vars.get("mtls_openbao_token", SECRET) not in deployed
+
+
+def test_the_client_certificate_comes_from_the_backend(deployed, fleet, client, pki, backend_vars):
+    """The local store signs with the CA key it holds; OpenBao signs and keeps the record, no CA key in the store."""
+    serial = fleet.run(CLIENT, ["openssl", "x509", "-noout", "-serial", "-in", f"{CLIENT_DIR}/cert.pem"],
+                       check=True).stdout.strip().split("=")[1].lower()
+    ca_keys = sorted(str(p.relative_to(pki)) for p in pki.glob("ca/*/key.pem"))
+    if not backend_vars:
+        assert ca_keys == ["ca/client-ca/key.pem", "ca/root/key.pem", "ca/server-ca/key.pem"]
+        return
+    assert ca_keys == []
+    serial = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2))
+    status, record = call(backend_vars["mtls_openbao_addr"][0], "GET", f"client-ca/cert/{serial}",
+                          token=backend_vars["mtls_openbao_token"], ca_cert=backend_vars["mtls_openbao_ca_cert"])
+    assert status == 200 and f"CN={client.name}" in subprocess.run(
+        ["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253"], input=record["data"]["certificate"],
+        capture_output=True, text=True, check=True).stdout, record
 
 
 def test_identity_files_are_the_store_files_byte_for_byte_with_owner_and_mode(deployed, fleet, client, pki,

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import ssl
@@ -19,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
+from cryptography import x509
 
-from tests.e2e.helpers import ansible_env, changed_tasks, curl, recap, run_playbook
+from tests.e2e.helpers import ROOT, ansible_env, changed_tasks, curl, recap, run_playbook
 from tests.openbao_server import RaftCluster
 
 SITE, RENEW, REVOKE, REPORT, VERIFY = (f"mtls.rollout.{p}" for p in ("site", "renew", "revoke", "report", "verify"))
@@ -185,13 +187,39 @@ def test_verify_from_a_wiped_cache_checks_the_chains_against_openbaos_root(first
     assert not (pki / "certs").exists() and not (pki / "ca").exists(), "verify.yml filled the store"
 
 
+def newest_issued(bao, name):
+    """The serial (as served_serial gives it) of the certificate for CN ``name`` that OpenBao's server-ca issued
+    last (latest not before)."""
+    found = []
+    for key in json.loads(bao_get(bao, "server-ca/certs?list=true")[1])["data"]["keys"]:
+        pem = json.loads(bao_get(bao, f"server-ca/cert/{key}")[1])["data"]["certificate"]
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        if cert.subject.rfc4514_string() == f"CN={name}":
+            found.append((cert.not_valid_before_utc, format(cert.serial_number, "x")))
+    return max(found)[1]
+
+
+def assert_consistent(fleet, bao, root):
+    """Every server serves the certificate OpenBao issued last for it (never an older one put back), unrevoked,
+    in a chain that verifies; every client is served."""
+    for i in SERVERS:
+        ip = fleet.host(i).ip
+        serial = served_serial(ip)
+        assert serial == newest_issued(bao, fleet.host(i).name), f"{fleet.host(i).name} serves an older certificate"
+        status, body = bao_get(bao, f"server-ca/cert/{colons(serial)}")
+        assert status == 200 and not json.loads(body)["data"].get("revocation_time"), (serial, body)
+        proc = subprocess.run(["openssl", "s_client", "-connect", f"{ip}:443", "-CAfile", root, "-verify_ip", ip,
+                               "-verify_return_error"], input="", capture_output=True, check=False, text=True, timeout=30)
+        assert proc.returncode == 0 and "Verify return code: 0 (ok)" in proc.stdout, proc.stdout[-1500:]
+        assert client_status(fleet, ip) == "200"
+
+
 def test_two_controllers_at_once_both_succeed_and_the_fleet_is_consistent(first, fleet, inv, site_vars, outputs, bao,
                                                                           bao_root, tmp_path):
     """Two control nodes, each with its own empty store, run site.yml and renew.yml (everything due) at the same
-    time against the same OpenBao and fleet: both succeed, every server serves a chain that verifies, with an
-    unrevoked serial OpenBao issued, and every client is still served. Which valid serial is served depends on
-    the order (site.yml may put back the certificate it read from the host before the renewal): a sequential
-    renew.yml then makes the newest one served again, as the later tests (report.yml) expect."""
+    time against the same OpenBao and fleet: both succeed and every server serves the certificate OpenBao issued
+    last for it. (Before install_files' keep_newer, site.yml put back the certificate it had read from the host
+    before the renewal in 4 of 12 such runs, and renew.yml then failed its served-serial proof.)"""
     jobs = [(SITE, {**site_vars, "mtls_pki_dir": str(tmp_path / "a" / "pki")}),
             (RENEW, {**site_vars, "mtls_pki_dir": str(tmp_path / "b" / "pki"), "mtls_renew_before_days": 400})]
     with ThreadPoolExecutor(2) as pool:
@@ -200,18 +228,71 @@ def test_two_controllers_at_once_both_succeed_and_the_fleet_is_consistent(first,
         outputs.append(out)
         assert rc == 0, f"{playbook} failed while another controller ran:\n{out[-4000:]}"
     assert "due: " in done[1][1]
-    root = bao_root()
+    assert_consistent(fleet, bao, bao_root())
+
+
+def run_paused(playbook, inv, extra, meanwhile, control_dir):
+    """ansible-playbook as a control node of its own (own store, own ssh control sockets), stopped (SIGSTOP to its
+    process group) once its PKI play is done and before it deploys anything; ``meanwhile()`` runs then, and the
+    run goes on. Returns (returncode, output)."""
+    env = {**ansible_env(), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir)}
+    proc = subprocess.Popen(["ansible-playbook", "-i", str(inv), playbook, "-e", json.dumps(extra), "-vvv"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("PLAY [Hosts whose key the control node refused"):  # the play after the PKI play
+                os.killpg(proc.pid, signal.SIGSTOP)
+                try:
+                    meanwhile()
+                finally:
+                    os.killpg(proc.pid, signal.SIGCONT)
+                break
+        rest = proc.communicate(timeout=900)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, "".join(lines) + rest
+
+
+def client_serial(fleet):
+    out = on_client(fleet, "openssl x509 -noout -serial -in /etc/mtls/client/cert.pem").stdout
+    return out.strip().split("=")[-1].lower().lstrip("0")
+
+
+@pytest.mark.parametrize("paused", [SITE, RENEW])
+def test_a_run_never_puts_back_an_older_certificate_another_controller_just_renewed(
+        paused, first, fleet, inv, site_vars, outputs, bao, bao_root, tmp_path):
+    """Controller A (site.yml: it read what the hosts hold; renew.yml: it renewed everything) is held between its
+    PKI play and its deployment while controller B renews everything and deploys. When A goes on, every host keeps
+    B's newer certificate (A is warned, and renew.yml's proof expects the kept serial): nothing older is put back."""
+    due = {"mtls_renew_before_days": 400}
+    newer = {}
+
+    def controller_b():
+        rc, out = run_playbook(RENEW, inv, {**site_vars, **due, "mtls_pki_dir": str(tmp_path / "b" / "pki")},
+                               "-vvv", check=False)
+        outputs.append(out)
+        assert rc == 0, out[-4000:]
+        newer.update({i: served_serial(fleet.host(i).ip) for i in SERVERS}, client=client_serial(fleet))
+
+    before = {i: served_serial(fleet.host(i).ip) for i in SERVERS}
+    extra = {**site_vars, **(due if paused == RENEW else {}), "mtls_pki_dir": str(tmp_path / "a" / "pki")}
+    (tmp_path / "ssh").mkdir()
+    rc, out = run_paused(paused, inv, extra, controller_b, tmp_path / "ssh")
+    outputs.append(out)
+    assert rc == 0, out[-4000:]
+    assert all(newer[i] != before[i] for i in SERVERS)
+    served = {i: served_serial(fleet.host(i).ip) for i in SERVERS}
+    assert served == {i: newer[i] for i in SERVERS}, f"served {served}; B deployed {newer}; before B {before}"
+    assert client_serial(fleet) == newer["client"], "the client's certificate went back to an older one"
+    squashed = re.sub(r"\s+", " ", out)
     for i in SERVERS:
-        ip = fleet.host(i).ip
-        serial = served_serial(ip)
-        status, body = bao_get(bao, f"server-ca/cert/{colons(serial)}")
-        assert status == 200 and not json.loads(body)["data"].get("revocation_time"), (serial, body)
-        proc = subprocess.run(["openssl", "s_client", "-connect", f"{ip}:443", "-CAfile", root, "-verify_ip", ip,
-                               "-verify_return_error"], input="", capture_output=True, check=False, text=True, timeout=30)
-        assert proc.returncode == 0 and "Verify return code: 0 (ok)" in proc.stdout, proc.stdout[-1500:]
-        assert client_status(fleet, ip) == "200"
-    run(RENEW, inv, {**site_vars, "mtls_pki_dir": str(tmp_path / "b" / "pki"), "mtls_renew_before_days": 400},
-        outputs)
+        assert f"not replaced: it holds a newer certificate (serial {newer[i]}," in squashed, out[-4000:]
+    assert_consistent(fleet, bao, bao_root())
 
 
 def test_revoke_from_a_wiped_cache_gets_400(first, fleet, inv, site_vars, pki, outputs, bao_root):

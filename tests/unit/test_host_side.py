@@ -300,3 +300,90 @@ def test_pkcs12_check_mode_before_the_certificate_is_installed(tmp_path):
     result = pkcs12_bundle.ensure(str(tmp_path / "c.p12"), str(tmp_path / "key.pem"), str(tmp_path / "cert.pem"),
                                   None, "alice", "pw", check=True)
     assert result["changed"] and "not installed yet" in result["reason"]
+
+
+def _cert(ca_key, ca_name, key, not_before, days=30, aki=True, cn="web"):
+    """PEM of a certificate for ``key`` signed by ``ca_key`` as ``ca_name``, valid from ``not_before``."""
+    import datetime as dt
+    from cryptography.hazmat.primitives import hashes
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, cn)])
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(ca_name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(not_before)
+               .not_valid_after(not_before + dt.timedelta(days=days)))
+    if aki:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture
+def lineage():
+    """Two CAs with the same name (a store made again elsewhere), two host keys, and 'now'."""
+    import datetime as dt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    ca = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "Server CA")])
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return {"ca": ca, "ca_key": ec.generate_private_key(ec.SECP256R1()),
+            "other_ca_key": ec.generate_private_key(ec.SECP256R1()),
+            "key": ec.generate_private_key(ec.SECP256R1()), "other_key": ec.generate_private_key(ec.SECP256R1()),
+            "now": now, "day": dt.timedelta(days=1)}
+
+
+def _install(tmp_path, held, offered, keep_newer=True):
+    path = tmp_path / "fullchain.pem"
+    path.write_bytes(held)
+    files = [{"path": str(path), "content": offered, "mode": 0o644, "keep_newer": keep_newer}]
+    kept = file_set.keep_newer(files)
+    return kept, file_set.apply(files), path.read_bytes()
+
+
+def test_a_newer_certificate_of_the_same_ca_and_key_is_kept(tmp_path, lineage):
+    lin = lineage
+    older = _cert(lin["ca_key"], lin["ca"], lin["key"], lin["now"] - 2 * lin["day"])
+    newer = _cert(lin["ca_key"], lin["ca"], lin["key"], lin["now"] - lin["day"])
+    chain = _cert(lin["ca_key"], lin["ca"], lin["ca_key"], lin["now"] - 9 * lin["day"], cn="Server CA")
+    kept, changed, now_held = _install(tmp_path, newer + chain, older + chain)
+    assert changed == [] and now_held == newer + chain
+    facts = x509.load_pem_x509_certificate(newer)
+    assert kept == [{"path": str(tmp_path / "fullchain.pem"), "serial": format(facts.serial_number, "x"),
+                     "not_before": facts.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "not_after": facts.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "offered_serial": format(x509.load_pem_x509_certificate(older).serial_number, "x"),
+                     "offered_not_before": (lin["now"] - 2 * lin["day"]).strftime("%Y-%m-%dT%H:%M:%SZ")}]
+    # the other way round, the newer one is installed as before
+    kept, changed, now_held = _install(tmp_path, older, newer)
+    assert kept == [] and changed == [str(tmp_path / "fullchain.pem")] and now_held == newer
+
+
+@pytest.mark.parametrize("case", ["other CA key", "other CA name", "other host key", "expired", "not yet valid",
+                                  "not marked", "not a certificate", "same start"])
+def test_anything_but_a_newer_valid_certificate_of_the_lineage_is_replaced(tmp_path, lineage, case):
+    lin = lineage
+    now, day = lin["now"], lin["day"]
+    offered = _cert(lin["ca_key"], lin["ca"], lin["key"], now - 20 * day)
+    other_name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "Another CA")])
+    held = {"other CA key": lambda: _cert(lin["other_ca_key"], lin["ca"], lin["key"], now - day),
+            "other CA name": lambda: _cert(lin["ca_key"], other_name, lin["key"], now - day),
+            "other host key": lambda: _cert(lin["ca_key"], lin["ca"], lin["other_key"], now - day),
+            "expired": lambda: _cert(lin["ca_key"], lin["ca"], lin["key"], now - 10 * day, days=5),
+            "not yet valid": lambda: _cert(lin["ca_key"], lin["ca"], lin["key"], now + day),
+            "not marked": lambda: _cert(lin["ca_key"], lin["ca"], lin["key"], now - day),
+            "not a certificate": lambda: b"-----BEGIN CERTIFICATE-----\nMAo=\n-----END CERTIFICATE-----\n",
+            "same start": lambda: _cert(lin["ca_key"], lin["ca"], lin["key"], now - 20 * day)}[case]()
+    kept, changed, now_held = _install(tmp_path, held, offered, keep_newer=case != "not marked")
+    assert kept == [] and changed == [str(tmp_path / "fullchain.pem")] and now_held == offered
+
+
+def test_certificate_facts_read_both_time_forms_and_certificates_without_aki(lineage):
+    import datetime as dt
+    lin = lineage
+    early = dt.datetime(1951, 6, 1, tzinfo=dt.timezone.utc)  # UTCTime '51...': 1951, not 2051
+    pem_ = _cert(lin["ca_key"], lin["ca"], lin["key"], early, days=365 * 120, aki=False)  # ends 2071: GeneralizedTime
+    cert = x509.load_pem_x509_certificate(pem_)
+    facts = der.certificate_facts(der.pem_blocks(pem_, "CERTIFICATE")[0])
+    assert facts["not_before"] == cert.not_valid_before_utc == early
+    assert facts["not_after"] == cert.not_valid_after_utc and facts["not_after"].year == 2071
+    assert facts["aki"] is None and facts["serial"] == format(cert.serial_number, "x")
+    assert facts["issuer"] == lin["ca"].public_bytes()
+    assert facts["spki"] == lin["key"].public_key().public_bytes(serialization.Encoding.DER,
+                                                                 serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -1,10 +1,12 @@
 """Just enough DER to read keys out of certificates and CSRs on a host without the cryptography library.
 
 Runs on managed hosts (stdlib only, Python 3.6+). Reads the SubjectPublicKeyInfo of a certificate or a
-certificate request and says which kind of key it holds (EC curve, RSA size, Ed25519).
+certificate request and says which kind of key it holds (EC curve, RSA size, Ed25519), and the facts that order
+two certificates of one lineage (``certificate_facts``: serial, issuer, validity, authority key identifier).
 """
 
 import base64
+import datetime
 import re
 
 _PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\s*(.+?)\s*-----END \1-----", re.S)
@@ -91,6 +93,52 @@ def certificate_spki(cert_der):
         fields = fields[1:]
     _tag, at, _s, e = fields[5]
     return bytes(cert_der[at:e])
+
+
+def _time(data, tag, s, e):
+    """A UTCTime (0x17) or GeneralizedTime (0x18) as an aware UTC datetime."""
+    text = bytes(data[s:e]).decode("ascii", "replace")
+    try:
+        if tag == 0x17:  # RFC 5280: YY >= 50 is 19YY, else 20YY
+            text = ("19" if text[:2] >= "50" else "20") + text
+        if tag in (0x17, 0x18):
+            when = datetime.datetime.strptime(text, "%Y%m%d%H%M%SZ")
+        else:
+            raise ValueError(text)
+    except ValueError:
+        raise DerError(f"a certificate's validity time {text!r} is not a UTCTime or GeneralizedTime") from None
+    return when.replace(tzinfo=datetime.timezone.utc)
+
+
+AKI = "2.5.29.35"
+
+
+def certificate_facts(cert_der):
+    """{serial (lowercase hex, as the engine writes it), issuer (its DER), not_before, not_after (aware UTC),
+    spki (DER), aki (the authority key identifier extension's value, or None)} of a certificate."""
+    fields = _signed_part(cert_der)
+    if fields and fields[0][0] == 0xA0:
+        fields = fields[1:]
+    if len(fields) < 6:
+        raise DerError("not a certificate (too few fields)")
+    (_t, _a, s, e), (_t2, issuer_at, _s2, issuer_end) = fields[0], fields[2]
+    validity = children(cert_der, fields[3][2], fields[3][3])
+    if len(validity) != 2:
+        raise DerError("not a certificate (bad validity)")
+    aki = None
+    for tag, _at, s3, e3 in fields[6:]:
+        if tag != 0xA3:  # [3] extensions
+            continue
+        _tag, s4, e4 = tlv(cert_der, s3)
+        for _xt, _xa, xs, xe in children(cert_der, s4, e4):
+            parts = children(cert_der, xs, xe)
+            if parts and parts[0][0] == 0x06 and oid(cert_der[parts[0][2]:parts[0][3]]) == AKI:
+                aki = bytes(cert_der[parts[-1][2]:parts[-1][3]])
+    return {"serial": format(int.from_bytes(bytes(cert_der[s:e]), "big"), "x"),
+            "issuer": bytes(cert_der[issuer_at:issuer_end]),
+            "not_before": _time(cert_der, validity[0][0], validity[0][2], validity[0][3]),
+            "not_after": _time(cert_der, validity[1][0], validity[1][2], validity[1][3]),
+            "spki": bytes(cert_der[fields[5][1]:fields[5][3]]), "aki": aki}
 
 
 def csr_spki(csr_der):

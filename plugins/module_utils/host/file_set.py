@@ -8,8 +8,11 @@ replaces the one in use in the same change as its certificate; the source is rem
 set is written and validated. ``pairs`` checks that each installed certificate carries its installed key.
 ``prune`` removes, in the same change, files of ours that are no longer wanted (e.g. the trust anchor of a
 withdrawn root CA): those in a directory matching a pattern that are not among the files.
+A certificate file marked ``keep_newer`` is never replaced by an older certificate of the same CA and key
+(``keep_newer``): a run of another control node cannot put back what this one just renewed.
 """
 
+import datetime
 import fnmatch
 import grp
 import os
@@ -66,6 +69,46 @@ def load_sources(files, check=False):
             except OSError as e:
                 raise FileSetError(f"cannot read {f['source']} (source of {f['path']}): {e.strerror}") from None
     return files
+
+
+def _leaf(data):
+    """``der.certificate_facts`` of the first certificate in ``data`` (PEM), or None when there is none."""
+    from . import der
+    try:
+        blocks = der.pem_blocks(data, "CERTIFICATE")
+        return der.certificate_facts(blocks[0]) if blocks else None
+    except der.DerError:
+        return None
+
+
+def keep_newer(files, now=None):
+    """Keep the host's file for every file marked ``keep_newer`` whose first certificate is newer than the one
+    given: issued later (not before) by the same CA (issuer name and authority key identifier) for the same key,
+    and valid now. Such a file is left as it is (its wanted content becomes the current one). Returns what was
+    kept: [{path, serial, not_before, not_after, offered_serial, offered_not_before}]."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    kept = []
+    for f in files:
+        if not f.get("keep_newer") or f.get("content") is None:
+            continue
+        have = _state(f["path"])
+        if have is None or have[0] == f["content"]:
+            continue
+        held, offered = _leaf(have[0]), _leaf(f["content"])
+        if held is None or offered is None or not (
+                held["spki"] == offered["spki"] and held["issuer"] == offered["issuer"]
+                and held["aki"] == offered["aki"] and held["not_before"] > offered["not_before"]
+                and held["not_before"] <= now < held["not_after"]):
+            continue
+        f["content"] = have[0]
+        kept.append({"path": f["path"], "serial": held["serial"], "not_before": _iso(held["not_before"]),
+                     "not_after": _iso(held["not_after"]), "offered_serial": offered["serial"],
+                     "offered_not_before": _iso(offered["not_before"])})
+    return kept
+
+
+def _iso(when):
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def plan(files, check=False):

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import sys
+import threading
 import time
 
 from .errors import PkiError
@@ -293,6 +294,7 @@ class Transaction:
         self.pending = {}  # path -> (data, mode)
         self._prepared = {}  # path -> (temp path, data, mode, synced): temp files written by prepare()
         self._made = []  # directories prepare() created
+        self._lock = threading.Lock()  # prepare_file from several threads
 
     def write(self, path, data, mode=PUBLIC_MODE):
         self.pending[path] = (data, mode)
@@ -315,7 +317,7 @@ class Transaction:
             sync = _syncfs() is None  # with syncfs the commit flushes them all at once
             for path, (data, mode) in self.pending.items():
                 prepared = self._prepared.get(path)
-                if data is None or (prepared is not None and prepared[1] is data and prepared[2] == mode):
+                if data is None or (prepared is not None and _same(prepared[1], data) and prepared[2] == mode):
                     continue
                 self.store.check_path(path)
                 self._made += _makedirs(os.path.dirname(path))
@@ -324,6 +326,17 @@ class Transaction:
             self.abort()
             raise_write_error(self.store, e)
             raise
+
+    def prepare_file(self, path, data, mode=PUBLIC_MODE):
+        """Write the temp file of ``path`` now, from any thread, before (or without) staging it: ``commit`` uses
+        it if the same content is staged for ``path`` by then, and removes it otherwise (as ``abort`` does)."""
+        self.store.check_path(path)
+        made = _makedirs(os.path.dirname(path))
+        sync = _syncfs() is None
+        tmp = _write_temp(path, data, mode, sync=sync)
+        with self._lock:
+            self._made += made
+            self._prepared[path] = (tmp, data, mode, sync)
 
     def plan_temps(self, extra=()):
         """Make the directories of everything staged and name its temp files without writing them, for
@@ -382,7 +395,7 @@ class Transaction:
                     continue
                 parent = os.path.dirname(path)
                 ready = prepared.pop(path, None)
-                if ready is not None and ready[1] is data and ready[2] == mode:
+                if ready is not None and _same(ready[1], data) and ready[2] == mode:
                     temps.append((ready[0], path))
                     dirs.add(parent)
                     continue
@@ -457,6 +470,30 @@ class Transaction:
         if self.store.read(index_path) != self.store._loaded_index:
             raise PkiError(f"{index_path} was changed by another run while this one held the store's lock (was "
                            f"the store's lock bypassed?); nothing was written, run again", "index_changed")
+
+
+def _same(staged, data):
+    """Whether a temp file written for ``staged`` holds ``data`` (never for content another process writes)."""
+    return staged is data or (staged is not EXTERNAL and data is not EXTERNAL and staged == data)
+
+
+def place(store, path, data, mode=PUBLIC_MODE):
+    """Put one file in place now, outside a transaction, from any thread: a temp file renamed over ``path``, so a
+    kill at any moment leaves the old file or the new one, never a part. Synced by the filesystem sync of the
+    next ``commit`` (where syncfs exists; else here); used for what must survive the run failing later (e.g. a
+    certificate OpenBao issued, so that a re-run deploys it instead of signing again)."""
+    store.check_path(path)
+    _makedirs(os.path.dirname(path))
+    sync = _syncfs() is None
+    tmp = _write_temp(path, data, mode, sync=sync, tmp=_temp_name(path))
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if sync:
+        _fsync_dir(os.path.dirname(path))
 
 
 def _inside(path, root):

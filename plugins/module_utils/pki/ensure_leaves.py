@@ -93,7 +93,7 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         try:
             failed = []
             if not check:
-                failed = _issue(issuing, auth, backend, index, now, _Keep(store, issuing))
+                failed = _issue(issuing, auth, backend, index, now, _Keep(txn, issuing))
                 keep = [i for i, p in enumerate(plans) if p.error is None]
                 plans, befores = [plans[i] for i in keep], [befores[i] for i in keep]
                 for p in plans:
@@ -369,20 +369,20 @@ def _issue(plans, auth, backend, index, now, on_signed=None):
 
 
 class _Keep:
-    """``on_signed`` of a backend's batch: a host key's new certificate goes into the store (``store.place``) as
-    soon as it arrives, in the thread that received it, while the others are still being signed. A run that fails
+    """``on_signed`` of a backend's batch: a host key's new certificate goes into the store (``Transaction.place``)
+    as soon as it arrives, in the thread that received it, while the others are still being signed. A run that fails
     or is killed later keeps it, and a re-run deploys it instead of signing again (``_deploy_stored``): only the
     requests in flight at that moment are uncertain. What could not be placed is staged and written (or its
     error reported) by the commit as usual."""
 
-    def __init__(self, store, plans):
-        self.store, self.plans = store, plans
+    def __init__(self, txn, plans):
+        self.txn, self.plans = txn, plans
 
     def __call__(self, i, result):
         p = self.plans[i]
         if isinstance(result, Signed) and p.spec.key_location == "host":
             try:
-                store_mod.place(self.store, self.store.leaf_path(p.spec.name, "cert.pem"), result.pem)
+                self.txn.place(self.txn.store.leaf_path(p.spec.name, "cert.pem"), result.pem)
                 p.placed = True
             except (OSError, PkiError):
                 pass

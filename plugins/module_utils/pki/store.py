@@ -10,7 +10,6 @@ import os
 import re
 import stat
 import sys
-import threading
 import time
 
 from .errors import PkiError
@@ -294,7 +293,7 @@ class Transaction:
         self.pending = {}  # path -> (data, mode)
         self._prepared = {}  # path -> (temp path, data, mode, synced): temp files written by prepare()
         self._made = []  # directories prepare() created
-        self._lock = threading.Lock()  # prepare_file from several threads
+        self._placed = set()  # directories of files place() put there, not synced yet
 
     def write(self, path, data, mode=PUBLIC_MODE):
         self.pending[path] = (data, mode)
@@ -317,7 +316,7 @@ class Transaction:
             sync = _syncfs() is None  # with syncfs the commit flushes them all at once
             for path, (data, mode) in self.pending.items():
                 prepared = self._prepared.get(path)
-                if data is None or (prepared is not None and _same(prepared[1], data) and prepared[2] == mode):
+                if data is None or (prepared is not None and prepared[1] is data and prepared[2] == mode):
                     continue
                 self.store.check_path(path)
                 self._made += _makedirs(os.path.dirname(path))
@@ -327,16 +326,25 @@ class Transaction:
             raise_write_error(self.store, e)
             raise
 
-    def prepare_file(self, path, data, mode=PUBLIC_MODE):
-        """Write the temp file of ``path`` now, from any thread, before (or without) staging it: ``commit`` uses
-        it if the same content is staged for ``path`` by then, and removes it otherwise (as ``abort`` does)."""
+    def place(self, path, data, mode=PUBLIC_MODE):
+        """Put one file in place now, from any thread, outside what is staged: a temp file renamed over ``path``,
+        so a kill at any moment leaves the old file or the new one, never a part; kept whatever becomes of the
+        transaction, and made durable by its ``commit`` (or ``abort``). For what must survive the run failing
+        later (e.g. a certificate OpenBao issued, so that a re-run deploys it instead of signing it again)."""
         self.store.check_path(path)
-        made = _makedirs(os.path.dirname(path))
-        sync = _syncfs() is None
+        _makedirs(os.path.dirname(path))
+        sync = _syncfs() is None  # else one syncfs in commit or abort
         tmp = _write_temp(path, data, mode, sync=sync)
-        with self._lock:
-            self._made += made
-            self._prepared[path] = (tmp, data, mode, sync)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if sync:
+            _fsync_dir(os.path.dirname(path))
+        else:
+            self._placed.add(os.path.dirname(path))
 
     def plan_temps(self, extra=()):
         """Make the directories of everything staged and name its temp files without writing them, for
@@ -368,7 +376,12 @@ class Transaction:
         return planned
 
     def abort(self):
-        """Forget what is staged; remove the temp files and directories ``prepare`` made."""
+        """Forget what is staged; remove the temp files and directories ``prepare`` made (what ``place`` put in
+        place stays, synced)."""
+        if self._placed:
+            with contextlib.suppress(OSError):
+                _sync_filesystems(self._placed)
+            self._placed = set()
         for tmp, *_rest in self._prepared.values():
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -387,15 +400,15 @@ class Transaction:
             # A large transaction (e.g. a thousand leaves) syncs once per filesystem instead of once per
             # file: the same guarantee (every temp file on disk before the first rename, every rename on
             # disk before commit returns) for one flush instead of thousands.
-            batch = _syncfs() is not None and (len(self.pending) >= BATCH_SYNC_MIN
+            batch = _syncfs() is not None and (len(self.pending) >= BATCH_SYNC_MIN or bool(self._placed)
                                                or any(not synced for *_rest, synced in prepared.values()))
-            dirs = set()
+            dirs, self._placed = set(self._placed), set()
             for path, (data, mode) in self.pending.items():
                 if data is None:
                     continue
                 parent = os.path.dirname(path)
                 ready = prepared.pop(path, None)
-                if ready is not None and _same(ready[1], data) and ready[2] == mode:
+                if ready is not None and ready[1] is data and ready[2] == mode:
                     temps.append((ready[0], path))
                     dirs.add(parent)
                     continue
@@ -470,30 +483,6 @@ class Transaction:
         if self.store.read(index_path) != self.store._loaded_index:
             raise PkiError(f"{index_path} was changed by another run while this one held the store's lock (was "
                            f"the store's lock bypassed?); nothing was written, run again", "index_changed")
-
-
-def _same(staged, data):
-    """Whether a temp file written for ``staged`` holds ``data`` (never for content another process writes)."""
-    return staged is data or (staged is not EXTERNAL and data is not EXTERNAL and staged == data)
-
-
-def place(store, path, data, mode=PUBLIC_MODE):
-    """Put one file in place now, outside a transaction, from any thread: a temp file renamed over ``path``, so a
-    kill at any moment leaves the old file or the new one, never a part. Synced by the filesystem sync of the
-    next ``commit`` (where syncfs exists; else here); used for what must survive the run failing later (e.g. a
-    certificate OpenBao issued, so that a re-run deploys it instead of signing again)."""
-    store.check_path(path)
-    _makedirs(os.path.dirname(path))
-    sync = _syncfs() is None
-    tmp = _write_temp(path, data, mode, sync=sync, tmp=_temp_name(path))
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if sync:
-        _fsync_dir(os.path.dirname(path))
 
 
 def _inside(path, root):

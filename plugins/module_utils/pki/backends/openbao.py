@@ -254,13 +254,7 @@ class OpenBaoCA:
         profile = req.get("profile") or "server"
         dns, emails = list(req.get("dns") or []), list(req.get("email") or [])
         ips = [str(i) for i in req.get("ip") or []]
-        body = {"csr": req["csr_pem"].decode() if isinstance(req["csr_pem"], bytes) else req["csr_pem"],
-                "common_name": req.get("common_name") or "", "alt_names": ",".join(dns + emails),
-                "ip_sans": ",".join(ips), "exclude_cn_from_sans": True, "format": "pem",
-                "remove_roots_from_chain": True}
-        if req.get("ttl_days"):
-            body["ttl"] = _hours(req["ttl_days"])
-        warnings = []
+        body, warnings = sign_body(req), []
         try:
             try:
                 data = self.client.write(f"{mount}/sign/{profile}", body, idempotent=False)
@@ -332,6 +326,18 @@ class OpenBaoCA:
                     "is_ca": pem.is_ca(cert)}
         with ThreadPoolExecutor(max_workers=self.client.pool_size) as pool:
             return list(pool.map(one, serials))
+
+
+def sign_body(req):
+    """The JSON body of ``<mount>/sign/<profile>`` for one request of ``OpenBaoCA.sign_many``."""
+    names = [str(n) for n in list(req.get("dns") or []) + list(req.get("email") or [])]
+    body = {"csr": req["csr_pem"].decode() if isinstance(req["csr_pem"], bytes) else req["csr_pem"],
+            "common_name": req.get("common_name") or "", "alt_names": ",".join(names),
+            "ip_sans": ",".join(str(i) for i in req.get("ip") or []), "exclude_cn_from_sans": True, "format": "pem",
+            "remove_roots_from_chain": True}
+    if req.get("ttl_days"):
+        body["ttl"] = _hours(req["ttl_days"])
+    return body
 
 
 def _supported(spec):

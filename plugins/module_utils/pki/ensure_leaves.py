@@ -395,10 +395,10 @@ def _stage_files(store, txn, auth, p, index, check):
 
     issued = bool(p.reasons) and not check
     cert_pem = p.signed.pem if p.signed is not None else pem.to_pem(p.cert) if p.cert is not None else None
-    if issued and not p.placed:
+    if issued and not p.placed:  # placed: already in the store (_Keep)
         txn.write(path("cert.pem"), cert_pem)
-        if p.new_key:
-            txn.write(path("key.pem"), keys.to_pem(p.key), KEY_MODE)
+    if issued and p.new_key:
+        txn.write(path("key.pem"), keys.to_pem(p.key), KEY_MODE)
     derived = []
     if not issued and p.cert is not None and p.spec.key_location == "host" and store.read(path("cert.pem")) != cert_pem:
         derived.append("cert.pem")  # the store keeps the certificate the host holds (e.g. after a lost file)

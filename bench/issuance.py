@@ -342,9 +342,13 @@ OPENBAO_COLUMNS = [
     ("mtls_wall", "mtls task: wall s"),
     ("mtls_rate", "mtls task: certs/s"),
     ("mtls_vs_floor", "mtls task rate / floor rate"),
+    ("args_only", "Ansible floor (same task, args only): module s"),
+    ("args_only_wall", "Ansible floor: wall s"),
+    ("args_only_vs_floor", "floor rate / Ansible floor (best any task can do; >= 0.8 needed)"),
     ("cpu_floor", "floor CPU s: client + OpenBao"),
     ("cpu_engine", "engine CPU s: client + OpenBao"),
     ("cpu_mtls", "mtls CPU s: ansible-playbook tree + OpenBao"),
+    ("cpu_args_only", "Ansible floor CPU s: ansible-playbook tree"),
 ]
 
 
@@ -356,6 +360,7 @@ def run_openbao(a, sizes):
     import profile_openbao as engine  # noqa: E402  pylint: disable=import-outside-toplevel
     from tests.openbao_server import DevServer  # pylint: disable=import-outside-toplevel
     common.ensure_collection_link()
+    check_args_only_spec()
     os.makedirs(os.path.join(common.BENCH, "work"), exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="issuance-openbao-", dir=os.path.join(common.BENCH, "work"))
     meta, raw, rows = common.machine(), {}, []
@@ -399,11 +404,20 @@ def run_openbao(a, sizes):
                     run["mtls"] = {"wall": r["seconds"], "summary": summary, "cpu_tree": r["cpu_seconds"],
                                    "cpu_openbao": bao_cpu,
                                    "module": task_seconds(r["timer"], action_suffix="certificates")}
+                    common.settle()
+                    r = common.playbook(os.path.join(PLAYBOOKS, "args_only_host.yml"), items, timer_out=timer,
+                                        args=["-e", f"@{setup_vars(tempfile.mkdtemp(dir=workdir))}"], timeout=TIMEOUT)
+                    summary = json.loads(re.search(r'"issued.summary": (\{[^}]*\})', r["output"]).group(1))
+                    if summary.get("issued") != n:
+                        raise RuntimeError(f"args_only run for N={n}: expected issued={n}, got {summary}")
+                    run["args_only"] = {"wall": r["seconds"], "cpu_tree": r["cpu_seconds"],
+                                        "module": task_seconds(r["timer"], action_suffix="mtls_args_only")}
                     raw[str(n)].append(run)
                     print(f"openbao N={n} #{rep + 1} (load {run['load_1min']:.1f}): floor 1/{engine.POOL} conns "
                           f"{run['floor_1']:.2f}/{run[f'floor_{engine.POOL}']:.2f}s, engine "
                           f"{run['engine']['engine']:.2f}s, mtls task {run['mtls']['module']:.2f}s module / "
-                          f"{run['mtls']['wall']:.2f}s wall", file=sys.stderr, flush=True)
+                          f"{run['mtls']['wall']:.2f}s wall, Ansible floor (args only) {run['args_only']['module']:.2f}s",
+                          file=sys.stderr, flush=True)
                 rows.append(openbao_row(n, raw[str(n)]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -414,6 +428,16 @@ def run_openbao(a, sizes):
     print(f"load average at start {meta['loadavg_at_start']}, at end {meta['loadavg_at_end']}; median of "
           f"{a.repeat}; results in {os.path.relpath(common.RESULTS, common.ROOT)}/{a.out}.{{json,csv}}")
     return 0
+
+
+def check_args_only_spec():
+    """The Ansible floor's module (playbooks/library/mtls_args_only.py) validates the same item options as
+    certificates: its copy of the spec must not drift."""
+    from ansible_collections.mtls.rollout.plugins.modules import certificates  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, os.path.join(PLAYBOOKS, "library"))
+    import mtls_args_only  # noqa: E402  pylint: disable=import-outside-toplevel,import-error
+    if mtls_args_only.LEAF != certificates.LEAF:
+        raise RuntimeError("bench/playbooks/library/mtls_args_only.py's LEAF differs from certificates': copy it again")
 
 
 def openbao_row(n, runs):
@@ -428,6 +452,10 @@ def openbao_row(n, runs):
            "engine_vs_floor": med(lambda r: r["floor_8"] / r["engine"]["engine"]),
            "mtls_module": med(lambda r: r["mtls"]["module"]), "mtls_wall": med(lambda r: r["mtls"]["wall"]),
            "mtls_vs_floor": med(lambda r: r["floor_8"] / r["mtls"]["module"]),
+           "args_only": med(lambda r: r["args_only"]["module"]),
+           "args_only_wall": med(lambda r: r["args_only"]["wall"]),
+           "args_only_vs_floor": med(lambda r: r["floor_8"] / r["args_only"]["module"]),
+           "cpu_args_only": f"{med(lambda r: r['args_only']['cpu_tree']):.2f}",
            "cpu_floor": pair(lambda r: r["floor_8_cpu"]["client"], lambda r: r["floor_8_cpu"]["openbao"]),
            "cpu_engine": pair(lambda r: r["engine"]["cpu_client"], lambda r: r["engine"]["cpu_openbao"]),
            "cpu_mtls": pair(lambda r: r["mtls"]["cpu_tree"], lambda r: r["mtls"]["cpu_openbao"])}

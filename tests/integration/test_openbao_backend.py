@@ -195,6 +195,13 @@ def test_a_run_killed_mid_batch_keeps_what_was_signed_and_a_rerun_signs_it_not_a
             cert = pem.load_cert(data, name)
             assert keys.public_der(cert.public_key()) == keys.public_der(csr.host_report(name, csrs[name]).public_key)
             kept[name] = pem.serial_hex(cert)
+    # each certificate's fullchain/chain/ca files followed it as it arrived, whole (all but those of the leaves
+    # being written at the kill; before, none until the commit)
+    chained = [name for name in kept if store.read(store.leaf_path(name, "ca.pem")) is not None]
+    assert len(kept) - len(chained) <= b.client.pool_size, (len(kept), len(chained))
+    for name in chained:
+        cert, chain = (store.read(store.leaf_path(name, f)) for f in ("cert.pem", "chain.pem"))
+        assert store.read(store.leaf_path(name, "fullchain.pem")) == cert + chain and chain
     leaves = [specs.leaf_spec({"name": name, "profile": "client", "common_name": name, "key_location": "host"})
               for name in names]
     reports = {name: csr.host_report(name, c) for name, c in csrs.items()}
@@ -207,3 +214,8 @@ def test_a_run_killed_mid_batch_keeps_what_was_signed_and_a_rerun_signs_it_not_a
                and "issued earlier, not on the host yet" in by_name[name]["reasons"] for name, serial in kept.items())
     assert {r["action"] for r in results if r["name"] not in kept} == {"issued"}
     assert not [f for _d, _s, files in os.walk(store.root) for f in files if ".tmp-" in f]  # no temp file left
+    ca_pem = store.read(store.leaf_path(names[0], "ca.pem"))
+    for name in names:  # every leaf's cache complete after the re-run
+        cert, chain = (store.read(store.leaf_path(name, f)) for f in ("cert.pem", "chain.pem"))
+        assert store.read(store.leaf_path(name, "fullchain.pem")) == cert + chain
+        assert store.read(store.leaf_path(name, "ca.pem")) == ca_pem

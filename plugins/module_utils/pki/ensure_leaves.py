@@ -43,7 +43,7 @@ class Plan:
     error: object = None  # a backends.base.SignError when the backend did not sign it
     facts: dict = None  # up to date by its recorded verdict (verdicts.py): its files were hashed, not parsed
     signed: object = None  # a backends.base.Signed: the certificate issued in this run with its PEM and facts
-    placed: bool = False  # host key: that certificate was put in the store as it arrived (_Keep)
+    placed: tuple = ()  # host key: its files in the store as they should be since its certificate arrived (_Keep)
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
@@ -93,7 +93,7 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         try:
             failed = []
             if not check:
-                failed = _issue(issuing, auth, backend, index, now, _Keep(txn, issuing))
+                failed = _issue(issuing, auth, backend, index, now, _Keep(txn, issuing, auth))
                 keep = [i for i, p in enumerate(plans) if p.error is None]
                 plans, befores = [plans[i] for i in keep], [befores[i] for i in keep]
                 for p in plans:
@@ -372,20 +372,30 @@ class _Keep:
     """``on_signed`` of a backend's batch: a host key's new certificate goes into the store (``Transaction.place``)
     as soon as it arrives, in the thread that received it, while the others are still being signed. A run that fails
     or is killed later keeps it, and a re-run deploys it instead of signing again (``_deploy_stored``): only the
-    requests in flight at that moment are uncertain. What could not be placed is staged and written (or its
-    error reported) by the commit as usual."""
+    requests in flight at that moment are uncertain. Its fullchain.pem, chain.pem and ca.pem follow it the same way
+    (after it: a kill in between leaves derived files that a re-run finds out of date and rewrites), so the cache's
+    file creation overlaps the signing instead of following it. What could not be placed is staged and written (or
+    its error reported) by the commit as usual."""
 
-    def __init__(self, txn, plans):
+    def __init__(self, txn, plans, auth):
         self.txn, self.plans = txn, plans
+        self.chain, self.root = _issuer_pems(auth)  # built once, before the pool's threads read them
 
     def __call__(self, i, result):
         p = self.plans[i]
-        if isinstance(result, Signed) and p.spec.key_location == "host":
-            try:
-                self.txn.place(self.txn.store.leaf_path(p.spec.name, "cert.pem"), result.pem)
-                p.placed = True
-            except (OSError, PkiError):
-                pass
+        if not (isinstance(result, Signed) and p.spec.key_location == "host"):
+            return
+        store, placed = self.txn.store, []
+        try:
+            for f, data in (("cert.pem", result.pem), ("fullchain.pem", result.pem + self.chain),
+                            ("chain.pem", self.chain), ("ca.pem", self.root)):
+                path = store.leaf_path(p.spec.name, f)
+                if not (f in ("chain.pem", "ca.pem") and p.cert is not None and store.read(path) == data):
+                    self.txn.place(path, data)  # else a renewal: the issuer's files are as they were
+                placed.append(f)
+        except (OSError, PkiError):
+            pass
+        p.placed = tuple(placed)
 
 
 def _stage_files(store, txn, auth, p, index, check):
@@ -395,7 +405,7 @@ def _stage_files(store, txn, auth, p, index, check):
 
     issued = bool(p.reasons) and not check
     cert_pem = p.signed.pem if p.signed is not None else pem.to_pem(p.cert) if p.cert is not None else None
-    if issued and not p.placed:  # placed: already in the store (_Keep)
+    if issued and "cert.pem" not in p.placed:  # placed: already in the store (_Keep)
         txn.write(path("cert.pem"), cert_pem)
     if issued and p.new_key:
         txn.write(path("key.pem"), keys.to_pem(p.key), KEY_MODE)
@@ -412,6 +422,8 @@ def _stage_files(store, txn, auth, p, index, check):
             txn.remove(path("key.pem"))
     chain, root = _issuer_pems(auth)
     for f, data in (("chain.pem", chain), ("fullchain.pem", cert_pem + chain), ("ca.pem", root)):
+        if issued and f in p.placed:
+            continue  # in the store as it should be since the certificate arrived (_Keep)
         if store.read(path(f)) != data:
             derived.append(f)
             if not check:

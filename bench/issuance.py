@@ -28,8 +28,11 @@ task, then re-runs it with the certificates the hosts hold. Results: bench/resul
 root -> client-ca (made by mtls.rollout.ca, untimed); per N and repetition: the floor (bench/openbao_sign.py:
 the same N CSRs with the backend's request bodies, plain keep-alive POSTs from 1 thread and from as many as
 the backend's pool, 8), the engine in-process (bench/profile_openbao.py: host reports + ensure_leaves, no
-Ansible) and ONE certificates task (key_location host, backend openbao), each into an empty pki_dir, with
-the CPU seconds of the client side and of OpenBao. Results: bench/results/issuance-openbao.{json,csv}.
+Ansible), ONE certificates task (key_location host, backend openbao), each into an empty pki_dir, with
+the CPU seconds of the client side and of OpenBao, and the Ansible floor of that task: the same play and
+items given to playbooks/library/mtls_args_only.py (certificates' argument spec, a result of the same
+shape, no work). If that no-op task is slower than floor / 0.8, no module in one task can reach 0.8x.
+Results: bench/results/issuance-openbao.{json,csv}.
 """
 
 import argparse
@@ -356,7 +359,8 @@ def run_openbao(a, sizes):
     """The openbao backend against OpenBao's own floor, one dev server for the whole run: per N and repetition
     the floor (the backend's request bodies for the same CSRs, plain keep-alive POSTs from 1 and from 8 threads:
     the backend's pool), the engine in-process (``profile_openbao.run_engine``: host reports + ensure_leaves into
-    an empty store) and ONE certificates task (``playbooks/mtls_issue_host.yml``) into an empty store."""
+    an empty store), ONE certificates task (``playbooks/mtls_issue_host.yml``) into an empty store and the same
+    task's Ansible floor (``playbooks/args_only_host.yml``: the same items to a module that does nothing)."""
     import profile_openbao as engine  # noqa: E402  pylint: disable=import-outside-toplevel
     from tests.openbao_server import DevServer  # pylint: disable=import-outside-toplevel
     common.ensure_collection_link()

@@ -195,10 +195,10 @@ def test_a_run_killed_mid_batch_keeps_what_was_signed_and_a_rerun_signs_it_not_a
             cert = pem.load_cert(data, name)
             assert keys.public_der(cert.public_key()) == keys.public_der(csr.host_report(name, csrs[name]).public_key)
             kept[name] = pem.serial_hex(cert)
-    # each certificate's fullchain/chain/ca files followed it as it arrived, whole (all but those of the leaves
-    # being written at the kill; before, none until the commit)
+    # each certificate's fullchain/chain/ca files follow it during the batch (a writer thread: those not yet
+    # written at the kill are mended by the re-run; before, none until the commit), whole
     chained = [name for name in kept if store.read(store.leaf_path(name, "ca.pem")) is not None]
-    assert len(kept) - len(chained) <= b.client.pool_size, (len(kept), len(chained))
+    assert chained, (len(kept), len(chained))
     for name in chained:
         cert, chain = (store.read(store.leaf_path(name, f)) for f in ("cert.pem", "chain.pem"))
         assert store.read(store.leaf_path(name, "fullchain.pem")) == cert + chain and chain

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 
 from . import constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
@@ -93,7 +95,11 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         try:
             failed = []
             if not check:
-                failed = _issue(issuing, auth, backend, index, now, _Keep(txn, issuing, auth))
+                keeper = _Keep(txn, issuing, auth)
+                try:
+                    failed = _issue(issuing, auth, backend, index, now, keeper)
+                finally:
+                    keeper.wait()
                 keep = [i for i, p in enumerate(plans) if p.error is None]
                 plans, befores = [plans[i] for i in keep], [befores[i] for i in keep]
                 for p in plans:
@@ -373,29 +379,51 @@ class _Keep:
     as soon as it arrives, in the thread that received it, while the others are still being signed. A run that fails
     or is killed later keeps it, and a re-run deploys it instead of signing again (``_deploy_stored``): only the
     requests in flight at that moment are uncertain. Its fullchain.pem, chain.pem and ca.pem follow it the same way
-    (after it: a kill in between leaves derived files that a re-run finds out of date and rewrites), so the cache's
-    file creation overlaps the signing instead of following it. What could not be placed is staged and written (or
-    its error reported) by the commit as usual."""
+    from a writer thread (so the pool's thread is free for the next request at once, and the cache's file creation
+    overlaps the signing instead of following it); a kill in between leaves derived files that a re-run finds out
+    of date and rewrites. What could not be placed is staged and written (or its error reported) by the commit as
+    usual. ``wait`` (always called) lets the writer finish."""
 
     def __init__(self, txn, plans, auth):
         self.txn, self.plans = txn, plans
         self.chain, self.root = _issuer_pems(auth)  # built once, before the pool's threads read them
+        self.queue, self.writer = queue.SimpleQueue(), None
+        self.lock = threading.Lock()
 
     def __call__(self, i, result):
         p = self.plans[i]
         if not (isinstance(result, Signed) and p.spec.key_location == "host"):
             return
-        store, placed = self.txn.store, []
         try:
-            for f, data in (("cert.pem", result.pem), ("fullchain.pem", result.pem + self.chain),
-                            ("chain.pem", self.chain), ("ca.pem", self.root)):
-                path = store.leaf_path(p.spec.name, f)
-                if not (f in ("chain.pem", "ca.pem") and p.cert is not None and store.read(path) == data):
-                    self.txn.place(path, data)  # else a renewal: the issuer's files are as they were
-                placed.append(f)
+            self.txn.place(self.txn.store.leaf_path(p.spec.name, "cert.pem"), result.pem)
         except (OSError, PkiError):
-            pass
-        p.placed = tuple(placed)
+            return
+        p.placed = ("cert.pem",)
+        with self.lock:
+            if self.writer is None:
+                self.writer = threading.Thread(target=self._write, daemon=True, name="mtls-cache-writer")
+                self.writer.start()
+        self.queue.put((p, result.pem))
+
+    def _write(self):
+        store = self.txn.store
+        for p, cert_pem in iter(self.queue.get, None):
+            placed = list(p.placed)
+            try:
+                for f, data in (("fullchain.pem", cert_pem + self.chain), ("chain.pem", self.chain),
+                                ("ca.pem", self.root)):
+                    path = store.leaf_path(p.spec.name, f)
+                    if not (f != "fullchain.pem" and p.cert is not None and store.read(path) == data):
+                        self.txn.place(path, data)  # else a renewal: the issuer's files are as they were
+                    placed.append(f)
+            except (OSError, PkiError):
+                pass
+            p.placed = tuple(placed)
+
+    def wait(self):
+        if self.writer is not None:
+            self.queue.put(None)
+            self.writer.join()
 
 
 def _stage_files(store, txn, auth, p, index, check):

@@ -22,13 +22,17 @@ it and its bundle workers: wait4() of the interpreter, which the playbook runs t
 "host keys" (--host-n, default 1000) signs N CSRs of keys made on their hosts (key_location: host) in one
 task, then re-runs it with the certificates the hosts hold. Results: bench/results/issuance.{json,csv,png}.
 
-  .venv/bin/python bench/issuance.py --backend openbao      # N = 100, 1000 through OpenBao: ~3 min
+  .venv/bin/python bench/issuance.py --backend openbao      # N = 100, 1000, 10000 through OpenBao: ~8 min
 
---backend openbao: a dev OpenBao (tests/openbao_server.py) holds root -> client-ca (made by mtls.rollout.ca,
-untimed); per N and repetition, ONE certificates task (key_location host, backend openbao, an empty
-pki_dir) signs N CSRs through client-ca/sign/client, and bench/openbao_sign.py's floor times the same N
-CSRs as plain keep-alive POSTs from as many threads as the module's pool (8). Results:
-bench/results/issuance-openbao.{json,csv}.
+--backend openbao (N = 100, 1000, 10000 unless --sizes/--n): a dev OpenBao (tests/openbao_server.py) holds
+root -> client-ca (made by mtls.rollout.ca, untimed); per N and repetition: the floor (bench/openbao_sign.py:
+the same N CSRs with the backend's request bodies, plain keep-alive POSTs from 1 thread and from as many as
+the backend's pool, 8), the engine in-process (bench/profile_openbao.py: host reports + ensure_leaves, no
+Ansible), ONE certificates task (key_location host, backend openbao), each into an empty pki_dir, with
+the CPU seconds of the client side and of OpenBao, and the Ansible floor of that task: the same play and
+items given to playbooks/library/mtls_args_only.py (certificates' argument spec, a result of the same
+shape, no work). If that no-op task is slower than floor / 0.8, no module in one task can reach 0.8x.
+Results: bench/results/issuance-openbao.{json,csv}.
 """
 
 import argparse
@@ -334,19 +338,33 @@ OPENBAO_COLUMNS = [
     ("n", "N (CSRs)"),
     ("floor_1", "floor 1 conn: s"),
     ("floor_8", "floor 8 conns: s"),
-    ("floor_8_rate", "floor 8 conns: certs/s"),
+    ("floor_8_rate", "floor: certs/s"),
+    ("engine", "engine: s"),
+    ("engine_vs_floor", "engine rate / floor rate"),
     ("mtls_module", "mtls task: module s"),
     ("mtls_wall", "mtls task: wall s"),
     ("mtls_rate", "mtls task: certs/s"),
-    ("mtls_vs_floor", "mtls rate / floor rate"),
+    ("mtls_vs_floor", "mtls task rate / floor rate"),
+    ("args_only", "Ansible floor (same task, args only): module s"),
+    ("args_only_wall", "Ansible floor: wall s"),
+    ("args_only_vs_floor", "floor rate / Ansible floor (best any task can do; >= 0.8 needed)"),
+    ("cpu_floor", "floor CPU s: client + OpenBao"),
+    ("cpu_engine", "engine CPU s: client + OpenBao"),
+    ("cpu_mtls", "mtls CPU s: ansible-playbook tree + OpenBao"),
+    ("cpu_args_only", "Ansible floor CPU s: ansible-playbook tree"),
 ]
 
 
 def run_openbao(a, sizes):
-    """The openbao backend against OpenBao's own floor, one dev server for the whole run."""
-    import openbao_sign  # noqa: E402  pylint: disable=import-outside-toplevel
+    """The openbao backend against OpenBao's own floor, one dev server for the whole run: per N and repetition
+    the floor (the backend's request bodies for the same CSRs, plain keep-alive POSTs from 1 and from 8 threads:
+    the backend's pool), the engine in-process (``profile_openbao.run_engine``: host reports + ensure_leaves into
+    an empty store), ONE certificates task (``playbooks/mtls_issue_host.yml``) into an empty store and the same
+    task's Ansible floor (``playbooks/args_only_host.yml``: the same items to a module that does nothing)."""
+    import profile_openbao as engine  # noqa: E402  pylint: disable=import-outside-toplevel
     from tests.openbao_server import DevServer  # pylint: disable=import-outside-toplevel
     common.ensure_collection_link()
+    check_args_only_spec()
     os.makedirs(os.path.join(common.BENCH, "work"), exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="issuance-openbao-", dir=os.path.join(common.BENCH, "work"))
     meta, raw, rows = common.machine(), {}, []
@@ -366,35 +384,45 @@ def run_openbao(a, sizes):
                 subprocess.run([common.PROJECT_PYTHON, os.path.join(common.BENCH, "floor.py"), "--make-csrs", str(n),
                                 "--out", items], check=True)
                 with open(items, encoding="utf-8") as f:
-                    reqs = [{"csr_pem": c["csr"], "common_name": c["common_name"]} for c in json.load(f)["certs"]]
+                    certs = json.load(f)["certs"]
+                reqs = engine.floor_requests(certs)
                 raw[str(n)] = []
                 for rep in range(a.repeat):
-                    run = {}
-                    for threads in (1, 8):
+                    run = {"load_1min": os.getloadavg()[0]}
+                    for threads in (1, engine.POOL):
                         common.settle()
-                        run[f"floor_{threads}"] = openbao_sign.floor(bao.addr, bao.token, None, reqs, threads,
-                                                                     mount="client-ca")
+                        seconds, cpu_client, cpu_bao = engine.run_floor(bao, reqs, threads)
+                        run[f"floor_{threads}"] = seconds
+                        run[f"floor_{threads}_cpu"] = {"client": cpu_client, "openbao": cpu_bao}
+                    common.settle()
+                    run["engine"] = engine.run_engine(bao, certs, tempfile.mkdtemp(dir=workdir))
                     common.settle()
                     timer = os.path.join(workdir, "timer.json")
+                    bao_cpu = engine.cpu_seconds(bao.pid)
                     r = common.playbook(os.path.join(PLAYBOOKS, "mtls_issue_host.yml"), items, timer_out=timer,
                                         args=["-e", f"@{setup_vars(tempfile.mkdtemp(dir=workdir))}"], timeout=TIMEOUT)
+                    bao_cpu = engine.cpu_seconds(bao.pid) - bao_cpu
                     summary = json.loads(re.search(r'"issued.summary": (\{[^}]*\})', r["output"]).group(1))
                     if summary.get("issued") != n:
                         raise RuntimeError(f"openbao run for N={n}: expected issued={n}, got {summary}")
-                    run["mtls"] = {"wall": r["seconds"], "summary": summary,
+                    run["mtls"] = {"wall": r["seconds"], "summary": summary, "cpu_tree": r["cpu_seconds"],
+                                   "cpu_openbao": bao_cpu,
                                    "module": task_seconds(r["timer"], action_suffix="certificates")}
+                    common.settle()
+                    r = common.playbook(os.path.join(PLAYBOOKS, "args_only_host.yml"), items, timer_out=timer,
+                                        args=["-e", f"@{setup_vars(tempfile.mkdtemp(dir=workdir))}"], timeout=TIMEOUT)
+                    summary = json.loads(re.search(r'"issued.summary": (\{[^}]*\})', r["output"]).group(1))
+                    if summary.get("issued") != n:
+                        raise RuntimeError(f"args_only run for N={n}: expected issued={n}, got {summary}")
+                    run["args_only"] = {"wall": r["seconds"], "cpu_tree": r["cpu_seconds"],
+                                        "module": task_seconds(r["timer"], action_suffix="mtls_args_only")}
                     raw[str(n)].append(run)
-                    print(f"openbao N={n} #{rep + 1}: floor 1/8 conns {run['floor_1']:.2f}/{run['floor_8']:.2f}s, "
-                          f"mtls task {run['mtls']['module']:.2f}s module / {run['mtls']['wall']:.2f}s wall",
+                    print(f"openbao N={n} #{rep + 1} (load {run['load_1min']:.1f}): floor 1/{engine.POOL} conns "
+                          f"{run['floor_1']:.2f}/{run[f'floor_{engine.POOL}']:.2f}s, engine "
+                          f"{run['engine']['engine']:.2f}s, mtls task {run['mtls']['module']:.2f}s module / "
+                          f"{run['mtls']['wall']:.2f}s wall, Ansible floor (args only) {run['args_only']['module']:.2f}s",
                           file=sys.stderr, flush=True)
-                runs = raw[str(n)]
-                row = {"n": n, "floor_1": common.median([r["floor_1"] for r in runs]),
-                       "floor_8": common.median([r["floor_8"] for r in runs]),
-                       "mtls_module": common.median([r["mtls"]["module"] for r in runs]),
-                       "mtls_wall": common.median([r["mtls"]["wall"] for r in runs]),
-                       "mtls_vs_floor": common.median([r["floor_8"] / r["mtls"]["module"] for r in runs])}
-                row["floor_8_rate"], row["mtls_rate"] = n / row["floor_8"], n / row["mtls_module"]
-                rows.append(row)
+                rows.append(openbao_row(n, raw[str(n)]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta["loadavg_at_end"] = os.getloadavg()
@@ -406,6 +434,39 @@ def run_openbao(a, sizes):
     return 0
 
 
+def check_args_only_spec():
+    """The Ansible floor's module (playbooks/library/mtls_args_only.py) validates the same item options as
+    certificates: its copy of the spec must not drift."""
+    from ansible_collections.mtls.rollout.plugins.modules import certificates  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, os.path.join(PLAYBOOKS, "library"))
+    import mtls_args_only  # noqa: E402  pylint: disable=import-outside-toplevel,import-error
+    if mtls_args_only.LEAF != certificates.LEAF:
+        raise RuntimeError("bench/playbooks/library/mtls_args_only.py's LEAF differs from certificates': copy it again")
+
+
+def openbao_row(n, runs):
+    """Medians of the repetitions; each ratio is the median of the per-repetition ratios (floor 8 / X)."""
+    def med(get):
+        return common.median([get(r) for r in runs])
+
+    def pair(client, server):
+        return f"{med(client):.2f} + {med(server):.2f}"
+    row = {"n": n, "floor_1": med(lambda r: r["floor_1"]), "floor_8": med(lambda r: r["floor_8"]),
+           "engine": med(lambda r: r["engine"]["engine"]),
+           "engine_vs_floor": med(lambda r: r["floor_8"] / r["engine"]["engine"]),
+           "mtls_module": med(lambda r: r["mtls"]["module"]), "mtls_wall": med(lambda r: r["mtls"]["wall"]),
+           "mtls_vs_floor": med(lambda r: r["floor_8"] / r["mtls"]["module"]),
+           "args_only": med(lambda r: r["args_only"]["module"]),
+           "args_only_wall": med(lambda r: r["args_only"]["wall"]),
+           "args_only_vs_floor": med(lambda r: r["floor_8"] / r["args_only"]["module"]),
+           "cpu_args_only": f"{med(lambda r: r['args_only']['cpu_tree']):.2f}",
+           "cpu_floor": pair(lambda r: r["floor_8_cpu"]["client"], lambda r: r["floor_8_cpu"]["openbao"]),
+           "cpu_engine": pair(lambda r: r["engine"]["cpu_client"], lambda r: r["engine"]["cpu_openbao"]),
+           "cpu_mtls": pair(lambda r: r["mtls"]["cpu_tree"], lambda r: r["mtls"]["cpu_openbao"])}
+    row["floor_8_rate"], row["mtls_rate"] = n / row["floor_8"], n / row["mtls_module"]
+    return row
+
+
 def main():
     if "--backend" in sys.argv and "openbao" in sys.argv:  # no community.crypto: the project venv (it has bao)
         if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(common.ROOT, ".venv")):
@@ -413,7 +474,7 @@ def main():
     else:
         common.reexec_in_venv()
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--sizes", help="N values (default 10,100,1000; with --backend openbao 100,1000,10000)")
     ap.add_argument("--n", type=int, help="one size only (e.g. --n 10000), instead of --sizes")
     ap.add_argument("--host-n", type=int, default=1000, help="N of the host-key case (0: skip it)")
     ap.add_argument("--no-floor-1proc", action="store_true", help="skip the 1-process floor (e.g. at N = 10000)")
@@ -425,12 +486,12 @@ def main():
     ap.add_argument("--out", default="issuance", help="result file stem in bench/results")
     ap.add_argument("--replot", action="store_true", help="only redraw table, CSV and PNG from the JSON")
     ap.add_argument("--backend", choices=("local", "openbao"), default="local",
-                    help="openbao: the openbao backend against OpenBao's raw pki/sign floor (N = 100, 1000)")
+                    help="openbao: the openbao backend against OpenBao's raw pki/sign floor (N = 100, 1000, 10000)")
     a = ap.parse_args()
     if a.backend == "openbao":
         if a.out == "issuance":
             a.out = "issuance-openbao"
-        return run_openbao(a, [a.n] if a.n else [100, 1000])
+        return run_openbao(a, [a.n] if a.n else [int(x) for x in (a.sizes or "100,1000,10000").split(",")])
     if a.replot:
         with open(os.path.join(common.RESULTS, f"{a.out}.json"), encoding="utf-8") as f:
             rows = json.load(f)["rows"]
@@ -438,7 +499,7 @@ def main():
         plot(rows, os.path.join(common.RESULTS, f"{a.out}.png"))
         print(common.table(rows, COLUMNS))
         return 0
-    sizes = [a.n] if a.n else [int(s) for s in a.sizes.split(",")]
+    sizes = [a.n] if a.n else [int(s) for s in (a.sizes or "10,100,1000").split(",")]
     cc_repeat = a.repeat if a.community_repeat is None else a.community_repeat
     common.ensure_collection_link()
     os.makedirs(os.path.join(common.BENCH, "work"), exist_ok=True)

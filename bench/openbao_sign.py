@@ -48,13 +48,14 @@ def requests_for(n):
     return out
 
 
-def floor(addr, token, ca_cert, reqs, threads, mount="root"):
-    """Plain keep-alive POSTs to <mount>/sign/client from `threads` threads; seconds for all of reqs."""
+def floor(addr, token, ca_cert, reqs, threads, mount="root", body=None):
+    """Plain keep-alive POSTs to <mount>/sign/client from `threads` threads; seconds for all of reqs.
+    ``body(req)`` makes each request's JSON body (default: csr, common_name and format only)."""
     parts = urlsplit(addr)
     ctx = ssl.create_default_context(cafile=ca_cert) if parts.scheme == "https" else None
     headers = {"X-Vault-Token": token, "Content-Type": "application/json"}
-    bodies = [json.dumps({"csr": r["csr_pem"], "common_name": r["common_name"], "format": "pem"}).encode()
-              for r in reqs]
+    body = body or (lambda r: {"csr": r["csr_pem"], "common_name": r["common_name"], "format": "pem"})
+    bodies = [json.dumps(body(r)).encode() for r in reqs]
     chunks = [bodies[i::threads] for i in range(threads)]
     errors = []
 

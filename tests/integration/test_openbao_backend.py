@@ -3,12 +3,18 @@ only a cache. Batches over a bounded pool, a refused item mid-batch, unsupported
 empty cache that the cached CRL check then agrees with.
 """
 
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl, csr, keys, specs
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl, csr, keys, pem, specs
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.choice import backend as choose
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.openbao import _csr
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
@@ -135,3 +141,81 @@ def test_the_documented_issue_policy_is_enough_for_the_backend(bao, tmp_path):
     assert [e["action"] for e in out["revoked"]] == ["revoked"]
     assert all("validity_changed" in c["reasons"] for c in out["crls"])
     assert [r["revoked"] is not None for r in b.list_issued(["clients"]) if r["serial"] == issued["serial"]] == [True]
+
+
+KILLED_RUN = textwrap.dedent("""
+    import json, sys
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki import csr, specs
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.choice import backend
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store
+    args = json.load(open(sys.argv[1]))
+    store = Store(args["pki"])
+    leaves = [specs.leaf_spec({"name": n, "profile": "client", "common_name": n, "key_location": "host"})
+              for n in args["csrs"]]
+    reports = {n: csr.host_report(n, c) for n, c in args["csrs"].items()}
+    ensure_leaves(store, "clients", leaves, reports=reports, backend=backend(store, "openbao", args["openbao"]))
+""")
+
+
+def test_a_run_killed_mid_batch_keeps_what_was_signed_and_a_rerun_signs_it_not_again(bao, hierarchy, store,
+                                                                                     tmp_path):
+    """kill -9 of the module while OpenBao signs a batch of host-key CSRs: every certificate that arrived is in the
+    cache whole (never a part of a file), and the re-run deploys those instead of signing them again: at most the
+    requests in flight at the kill (the pool's size) are signed twice. (Before, nothing reached the store until
+    the batch was done, so the re-run signed everything again.)"""
+    n = 1000
+    b = backend(bao, store)
+    names = [f"k{i:04d}" for i in range(n)]
+    csrs = {name: _csr(keys.generate(keys.key_spec("ec"))).decode() for name in names}
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"pki": store.root, "csrs": csrs, "openbao": {
+        "addr": bao.addr, "token": bao.token, "mount_prefix": "seam-"}}))
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN)
+    before = issued_count(b)
+    run = subprocess.Popen([sys.executable, str(script), str(args)], env={**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in sys.path if p)})
+    try:
+        deadline = time.monotonic() + 120
+        while issued_count(b) - before < 150:
+            assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.02)
+        run.send_signal(signal.SIGKILL)
+    finally:
+        run.kill()
+        run.wait()
+    assert run.returncode == -signal.SIGKILL
+    signed_before_kill = issued_count(b) - before
+    assert signed_before_kill < n and store.read(store.index_path) is None  # killed mid-batch, before the commit
+    kept = {}
+    for name in names:
+        data = store.read(store.leaf_path(name, "cert.pem"))
+        if data is not None:  # whole, and for the host's key
+            cert = pem.load_cert(data, name)
+            assert keys.public_der(cert.public_key()) == keys.public_der(csr.host_report(name, csrs[name]).public_key)
+            kept[name] = pem.serial_hex(cert)
+    # each certificate's fullchain/chain/ca files follow it during the batch (a writer thread: those not yet
+    # written at the kill are mended by the re-run; before, none until the commit), whole
+    chained = [name for name in kept if store.read(store.leaf_path(name, "ca.pem")) is not None]
+    assert chained, (len(kept), len(chained))
+    for name in chained:
+        cert, chain = (store.read(store.leaf_path(name, f)) for f in ("cert.pem", "chain.pem"))
+        assert store.read(store.leaf_path(name, "fullchain.pem")) == cert + chain and chain
+    leaves = [specs.leaf_spec({"name": name, "profile": "client", "common_name": name, "key_location": "host"})
+              for name in names]
+    reports = {name: csr.host_report(name, c) for name, c in csrs.items()}
+    results = ensure_leaves(store, "clients", leaves, reports=reports, backend=b)
+    duplicates = issued_count(b) - before - n
+    assert duplicates <= b.client.pool_size, (duplicates, len(kept), signed_before_kill)
+    assert signed_before_kill - len(kept) <= b.client.pool_size  # only what was in flight is not in the cache
+    by_name = {r["name"]: r for r in results}
+    assert all(by_name[name]["action"] == "updated" and by_name[name]["serial"] == serial
+               and "issued earlier, not on the host yet" in by_name[name]["reasons"] for name, serial in kept.items())
+    assert {r["action"] for r in results if r["name"] not in kept} == {"issued"}
+    assert not [f for _d, _s, files in os.walk(store.root) for f in files if ".tmp-" in f]  # no temp file left
+    ca_pem = store.read(store.leaf_path(names[0], "ca.pem"))
+    for name in names:  # every leaf's cache complete after the re-run
+        cert, chain = (store.read(store.leaf_path(name, f)) for f in ("cert.pem", "chain.pem"))
+        assert store.read(store.leaf_path(name, "fullchain.pem")) == cert + chain
+        assert store.read(store.leaf_path(name, "ca.pem")) == ca_pem

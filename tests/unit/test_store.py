@@ -293,3 +293,22 @@ def test_lock_is_exclusive_per_open_file_description(pki):
         with QuickStore(pki.root).lock():
             with QuickStore(pki.root).lock():  # a second open file description conflicts even in-process
                 pass
+
+
+def test_a_placed_file_is_kept_whole_whatever_becomes_of_the_transaction(pki, monkeypatch):
+    """Transaction.place (a certificate OpenBao issued): in place at once, kept when the commit of the rest fails;
+    a place that fails leaves the previous file and no temp file."""
+    cert, chain = pki.leaf_path("placed", "cert.pem"), pki.leaf_path("placed", "chain.pem")
+    txn = pki.transaction()
+    txn.place(cert, b"issued\n")
+    assert pki.read(cert) == b"issued\n"
+    txn.write(chain, b"chain\n")
+    FailingReplace(monkeypatch, target="chain.pem")
+    with pytest.raises(PkiError, match="injected"):
+        txn.commit()
+    assert pki.read(cert) == b"issued\n" and pki.read(chain) is None and not temp_files(pki.root)
+    monkeypatch.undo()
+    FailingReplace(monkeypatch, target="cert.pem")
+    with pytest.raises(OSError, match="injected"):
+        pki.transaction().place(cert, b"another\n")
+    assert pki.read(cert) == b"issued\n" and not temp_files(pki.root)

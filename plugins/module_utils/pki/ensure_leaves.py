@@ -11,12 +11,14 @@ import hashlib
 import hmac
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 
 from . import constraints, issuance, key_reuse, keys, pem, pkcs12, renewal, specs as specs_mod
 from . import store as store_mod
 from . import verdicts as verdicts_mod
-from .backends.base import SignError, SignRequest
+from .backends.base import SignError, Signed, SignRequest
 from .backends.local import LocalBackend
 from .errors import PkiError
 from .store import KEY_MODE
@@ -42,6 +44,8 @@ class Plan:
     csr_pem: object = None  # host key: the host's CSR, for a backend that signs CSRs
     error: object = None  # a backends.base.SignError when the backend did not sign it
     facts: dict = None  # up to date by its recorded verdict (verdicts.py): its files were hashed, not parsed
+    signed: object = None  # a backends.base.Signed: the certificate issued in this run with its PEM and facts
+    placed: tuple = ()  # host key: its files in the store as they should be since its certificate arrived (_Keep)
 
 
 def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_before_days=None, force=False,
@@ -91,7 +95,11 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
         try:
             failed = []
             if not check:
-                failed = _issue(issuing, auth, backend, index, now)
+                keeper = _Keep(txn, issuing, auth)
+                try:
+                    failed = _issue(issuing, auth, backend, index, now, keeper)
+                finally:
+                    keeper.wait()
                 keep = [i for i, p in enumerate(plans) if p.error is None]
                 plans, befores = [plans[i] for i in keep], [befores[i] for i in keep]
                 for p in plans:
@@ -339,7 +347,7 @@ def _check_constraints(auth, spec):
                            "name_constraints")
 
 
-def _issue(plans, auth, backend, index, now):
+def _issue(plans, auth, backend, index, now, on_signed=None):
     """Certify every plan through the backend in one batch; returns the plans that failed (``p.error``)."""
     for p in plans:
         if p.new_key:
@@ -349,18 +357,73 @@ def _issue(plans, auth, backend, index, now):
             p.warnings.append(issuance.clip_warning(f"certificate {p.spec.name!r}", p.spec.valid_days, auth.name,
                                                     auth.cert))
     signed = backend.sign_many(auth, [SignRequest(p.spec, p.public_key, p.csr_pem, p.key) for p in plans],
-                               index, now)
+                               index, now, on_signed=on_signed)
     failed = []
     for p, cert in zip(plans, signed):
         if isinstance(cert, SignError):
             p.error = cert
             failed.append(p)
             continue
+        if isinstance(cert, Signed):
+            p.signed, cert = cert, cert.cert
         p.cert = cert
-        record = issuance.record("leaf", p.spec.name, auth.name, p.cert, p.spec.profile, "; ".join(p.reasons), now)
+        record = issuance.record("leaf", p.spec.name, auth.name, p.cert, p.spec.profile, "; ".join(p.reasons), now,
+                                 signed=p.signed)
         record["key_location"] = p.spec.key_location
         index.add(record)
     return failed
+
+
+class _Keep:
+    """``on_signed`` of a backend's batch: a host key's new certificate goes into the store (``Transaction.place``)
+    as soon as it arrives, in the thread that received it, while the others are still being signed. A run that fails
+    or is killed later keeps it, and a re-run deploys it instead of signing again (``_deploy_stored``): only the
+    requests in flight at that moment are uncertain. Its fullchain.pem, chain.pem and ca.pem follow it the same way
+    from a writer thread (so the pool's thread is free for the next request at once, and the cache's file creation
+    overlaps the signing instead of following it); a kill in between leaves derived files that a re-run finds out
+    of date and rewrites. What could not be placed is staged and written (or its error reported) by the commit as
+    usual. ``wait`` (always called) lets the writer finish."""
+
+    def __init__(self, txn, plans, auth):
+        self.txn, self.plans = txn, plans
+        self.chain, self.root = _issuer_pems(auth)  # built once, before the pool's threads read them
+        self.queue, self.writer = queue.SimpleQueue(), None
+        self.lock = threading.Lock()
+
+    def __call__(self, i, result):
+        p = self.plans[i]
+        if not (isinstance(result, Signed) and p.spec.key_location == "host"):
+            return
+        try:
+            self.txn.place(self.txn.store.leaf_path(p.spec.name, "cert.pem"), result.pem)
+        except (OSError, PkiError):
+            return
+        p.placed = ("cert.pem",)
+        with self.lock:
+            if self.writer is None:
+                self.writer = threading.Thread(target=self._write, daemon=True, name="mtls-cache-writer")
+                self.writer.start()
+        self.queue.put((p, result.pem))
+
+    def _write(self):
+        store = self.txn.store
+        for p, cert_pem in iter(self.queue.get, None):
+            placed = list(p.placed)
+            try:
+                for f, data in (("fullchain.pem", cert_pem + self.chain), ("chain.pem", self.chain),
+                                ("ca.pem", self.root)):
+                    path = store.leaf_path(p.spec.name, f)
+                    if not (f != "fullchain.pem" and p.cert is not None and store.read(path) == data):
+                        self.txn.place(path, data)  # else a renewal: the issuer's files are as they were
+                    placed.append(f)
+            except (OSError, PkiError):
+                pass
+            p.placed = tuple(placed)
+
+    def wait(self):
+        if self.writer is not None:
+            self.queue.put(None)
+            self.writer.join()
 
 
 def _stage_files(store, txn, auth, p, index, check):
@@ -369,16 +432,16 @@ def _stage_files(store, txn, auth, p, index, check):
         return store.leaf_path(p.spec.name, filename)
 
     issued = bool(p.reasons) and not check
-    if issued:
-        txn.write(path("cert.pem"), pem.to_pem(p.cert))
-        if p.new_key:
-            txn.write(path("key.pem"), keys.to_pem(p.key), KEY_MODE)
+    cert_pem = p.signed.pem if p.signed is not None else pem.to_pem(p.cert) if p.cert is not None else None
+    if issued and "cert.pem" not in p.placed:  # placed: already in the store (_Keep)
+        txn.write(path("cert.pem"), cert_pem)
+    if issued and p.new_key:
+        txn.write(path("key.pem"), keys.to_pem(p.key), KEY_MODE)
     derived = []
-    if not issued and p.cert is not None and p.spec.key_location == "host" and \
-            store.read(path("cert.pem")) != pem.to_pem(p.cert):
+    if not issued and p.cert is not None and p.spec.key_location == "host" and store.read(path("cert.pem")) != cert_pem:
         derived.append("cert.pem")  # the store keeps the certificate the host holds (e.g. after a lost file)
         if not check:
-            txn.write(path("cert.pem"), pem.to_pem(p.cert))
+            txn.write(path("cert.pem"), cert_pem)
     pushed = store.read(path("key.pem")) if p.spec.key_location == "host" else None
     if pushed is not None:
         derived.append("key.pem")  # key_location_changed: the pushed key leaves the store, remembered as travelled
@@ -386,7 +449,9 @@ def _stage_files(store, txn, auth, p, index, check):
             index.add_travelled(keys.public_der(keys.from_pem(pushed, path("key.pem"))), p.spec.name)
             txn.remove(path("key.pem"))
     chain, root = _issuer_pems(auth)
-    for f, data in (("chain.pem", chain), ("fullchain.pem", pem.to_pem(p.cert) + chain), ("ca.pem", root)):
+    for f, data in (("chain.pem", chain), ("fullchain.pem", cert_pem + chain), ("ca.pem", root)):
+        if issued and f in p.placed:
+            continue  # in the store as it should be since the certificate arrived (_Keep)
         if store.read(path(f)) != data:
             derived.append(f)
             if not check:
@@ -546,5 +611,6 @@ def _result(store, p, before, derived, pending_issue):
     if p.facts is not None:
         result.update(p.facts)
     elif p.cert is not None and not pending_issue:
-        result.update(result["before"] if p.cert is before else pem.facts(p.cert))
+        result.update(result["before"] if p.cert is before else
+                      p.signed.facts if p.signed is not None and p.cert is p.signed.cert else pem.facts(p.cert))
     return result

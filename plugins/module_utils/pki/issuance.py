@@ -37,11 +37,19 @@ def serial(index, issuer_name):
             return number
 
 
-def record(kind, name, issuer_name, cert, profile=None, reason=None, now=None):
-    return {"kind": kind, "name": name, "issuer": issuer_name, "serial": pem.serial_hex(cert),
-            "fingerprint_sha256": pem.fingerprint(cert), "subject": cert.subject.rfc4514_string(),
-            "san": sorted(f"{k}:{v}" for k, v in pem.san(cert)), "profile": profile,
-            "not_before": pem.iso(cert.not_valid_before_utc), "not_after": pem.iso(cert.not_valid_after_utc),
+def record(kind, name, issuer_name, cert, profile=None, reason=None, now=None, signed=None):
+    """The index record of ``cert``; ``signed`` (a ``backends.base.Signed`` of it) saves reading it again."""
+    if signed is not None:
+        facts, names = signed.facts, signed.san
+    else:
+        facts = {"serial": pem.serial_hex(cert), "fingerprint_sha256": pem.fingerprint(cert),
+                 "subject": cert.subject.rfc4514_string(), "not_before": pem.iso(cert.not_valid_before_utc),
+                 "not_after": pem.iso(cert.not_valid_after_utc)}
+        names = pem.san(cert)
+    return {"kind": kind, "name": name, "issuer": issuer_name, "serial": facts["serial"],
+            "fingerprint_sha256": facts["fingerprint_sha256"], "subject": facts["subject"],
+            "san": sorted(f"{k}:{v}" for k, v in names), "profile": profile,
+            "not_before": facts["not_before"], "not_after": facts["not_after"],
             "issued_at": pem.iso(now or pem.utcnow()), "reason": reason, "status": "valid", "revoked_at": None}
 
 

@@ -293,6 +293,7 @@ class Transaction:
         self.pending = {}  # path -> (data, mode)
         self._prepared = {}  # path -> (temp path, data, mode, synced): temp files written by prepare()
         self._made = []  # directories prepare() created
+        self._placed = set()  # directories of files place() put there, not synced yet
 
     def write(self, path, data, mode=PUBLIC_MODE):
         self.pending[path] = (data, mode)
@@ -325,6 +326,26 @@ class Transaction:
             raise_write_error(self.store, e)
             raise
 
+    def place(self, path, data, mode=PUBLIC_MODE):
+        """Put one file in place now, from any thread, outside what is staged: a temp file renamed over ``path``,
+        so a kill at any moment leaves the old file or the new one, never a part; kept whatever becomes of the
+        transaction, and made durable by its ``commit`` (or ``abort``). For what must survive the run failing
+        later (e.g. a certificate OpenBao issued, so that a re-run deploys it instead of signing it again)."""
+        self.store.check_path(path)
+        _makedirs(os.path.dirname(path))
+        sync = _syncfs() is None  # else one syncfs in commit or abort
+        tmp = _write_temp(path, data, mode, sync=sync)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if sync:
+            _fsync_dir(os.path.dirname(path))
+        else:
+            self._placed.add(os.path.dirname(path))
+
     def plan_temps(self, extra=()):
         """Make the directories of everything staged and name its temp files without writing them, for
         writers in other processes; ``extra`` [(path, mode)] stages files whose content only such a writer
@@ -355,7 +376,12 @@ class Transaction:
         return planned
 
     def abort(self):
-        """Forget what is staged; remove the temp files and directories ``prepare`` made."""
+        """Forget what is staged; remove the temp files and directories ``prepare`` made (what ``place`` put in
+        place stays, synced)."""
+        if self._placed:
+            with contextlib.suppress(OSError):
+                _sync_filesystems(self._placed)
+            self._placed = set()
         for tmp, *_rest in self._prepared.values():
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -374,9 +400,9 @@ class Transaction:
             # A large transaction (e.g. a thousand leaves) syncs once per filesystem instead of once per
             # file: the same guarantee (every temp file on disk before the first rename, every rename on
             # disk before commit returns) for one flush instead of thousands.
-            batch = _syncfs() is not None and (len(self.pending) >= BATCH_SYNC_MIN
+            batch = _syncfs() is not None and (len(self.pending) >= BATCH_SYNC_MIN or bool(self._placed)
                                                or any(not synced for *_rest, synced in prepared.values()))
-            dirs = set()
+            dirs, self._placed = set(self._placed), set()
             for path, (data, mode) in self.pending.items():
                 if data is None:
                     continue

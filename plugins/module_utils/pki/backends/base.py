@@ -28,6 +28,16 @@ class SignRequest:
     key: object = None
 
 
+@dataclass
+class Signed:
+    """A certificate a backend signed, with what it already read from it (so no one parses or encodes it again):
+    ``pem`` its PEM (as ``pem.to_pem`` makes it), ``facts`` as ``pem.facts``, ``san`` as ``pem.san``."""
+    cert: object
+    pem: bytes
+    facts: dict
+    san: set
+
+
 class SignError(Exception):
     """One request of a batch that was not signed: ``maybe_issued`` when a certificate may exist anyway."""
 
@@ -89,9 +99,11 @@ class Backend:
         """The issuing CA ``name``, an ``Issuer`` (PkiError code ``no_issuer`` when it does not exist)."""
         raise NotImplementedError
 
-    def sign_many(self, issuer, requests, index, now):
-        """Certify every ``SignRequest``; one x509 certificate or ``SignError`` per request, in order.
-        ``index`` is the store's issuance record, for serials never reused (records are added by the caller)."""
+    def sign_many(self, issuer, requests, index, now, on_signed=None):
+        """Certify every ``SignRequest``; one x509 certificate (or a ``Signed``) or ``SignError`` per request, in order.
+        ``index`` is the store's issuance record, for serials never reused (records are added by the caller).
+        A backend that waits for answers may call ``on_signed(i, result)`` (from any thread, never raising) as soon
+        as request i's result is known, so the caller can write it while the rest is signed."""
         raise NotImplementedError
 
     def revoke(self, names=(), serials=(), reason="unspecified", cas=(), check=False, **crl_options):

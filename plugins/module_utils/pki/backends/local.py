@@ -19,7 +19,7 @@ class LocalBackend(Backend):
     def issuer(self, name, passphrase=None):
         return Authority(self.store, name, passphrase)
 
-    def sign_many(self, issuer, requests, index, now):
+    def sign_many(self, issuer, requests, index, now, on_signed=None):
         """Signed here with the issuer's key; serials random and never reused for the issuer (index and batch)."""
         out, taken = [], set()
         for req in requests:

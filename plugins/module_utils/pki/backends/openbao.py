@@ -30,7 +30,7 @@ from ...cryptography_dep import record_missing
 from .. import build, crl as crl_mod, issuance, keys, pem, renewal
 from ..errors import PkiError
 from ..store import KEY_MODE
-from .base import Backend, Issuer, SignError
+from .base import Backend, Issuer, SignError, Signed
 from .openbao_http import OpenBaoError
 
 try:
@@ -235,27 +235,26 @@ class OpenBaoCA:
         return {"changed": any(r["changed"] for r in results.values()), "roles": results}
 
     # ---- leaves ---------------------------------------------------------------------------------------
-    def sign_many(self, mount, requests, retry_uncertain=False):
+    def sign_many(self, mount, requests, retry_uncertain=False, then=None):
         """Sign every request concurrently over the client's pool; one result per request, in order.
 
-        A result is {ok: True, certificate, serial, not_after, fingerprint_sha256, chain, warnings} or
-        {ok: False, error, code, maybe_issued}. With ``retry_uncertain`` a request whose outcome is unknown
-        is sent once more and the result says so in ``warnings`` (a duplicate may exist).
+        A result is {ok: True, certificate, serial, not_after, fingerprint_sha256, chain, warnings, and the parsed
+        cert, its pem, facts and san} or {ok: False, error, code, maybe_issued}. With ``retry_uncertain`` a
+        request whose outcome is unknown is sent once more and the result says so in ``warnings`` (a duplicate
+        may exist). ``then(i, result)``, when given, runs in the pool's thread as soon as request i is answered
+        (while the others are still in flight); what it returns is that request's result.
         """
+        def one(i):
+            result = self._sign_one(mount, requests[i], retry_uncertain)
+            return then(i, result) if then is not None else result
         with ThreadPoolExecutor(max_workers=self.client.pool_size) as pool:
-            return list(pool.map(lambda r: self._sign_one(mount, r, retry_uncertain), requests))
+            return list(pool.map(one, range(len(requests))))
 
     def _sign_one(self, mount, req, retry_uncertain):
         profile = req.get("profile") or "server"
         dns, emails = list(req.get("dns") or []), list(req.get("email") or [])
         ips = [str(i) for i in req.get("ip") or []]
-        body = {"csr": req["csr_pem"].decode() if isinstance(req["csr_pem"], bytes) else req["csr_pem"],
-                "common_name": req.get("common_name") or "", "alt_names": ",".join(dns + emails),
-                "ip_sans": ",".join(ips), "exclude_cn_from_sans": True, "format": "pem",
-                "remove_roots_from_chain": True}
-        if req.get("ttl_days"):
-            body["ttl"] = _hours(req["ttl_days"])
-        warnings = []
+        body, warnings = sign_body(req), []
         try:
             try:
                 data = self.client.write(f"{mount}/sign/{profile}", body, idempotent=False)
@@ -276,17 +275,20 @@ class OpenBaoCA:
             return {"ok": False, "error": message, "code": e.code, "maybe_issued": e.maybe_done or bool(warnings)}
         data, warnings = data["data"], warnings + list(data.get("warnings") or [])
         cert = x509.load_pem_x509_certificate(data["certificate"].encode())
-        csr = x509.load_pem_x509_csr(body["csr"].encode())
+        # the CSR's key: given by a caller that read the CSR already (its SubjectPublicKeyInfo DER), else read here
+        public_der = req.get("public_der") or keys.public_der(x509.load_pem_x509_csr(body["csr"].encode()).public_key())
         want = {("dns", d.lower()) for d in dns} | {("ip", i) for i in ips} | {("email", e) for e in emails}
-        if keys.public_der(cert.public_key()) != keys.public_der(csr.public_key()) or pem.san(cert) != want:
+        names = pem.san(cert)
+        if keys.public_der(cert.public_key()) != public_der or names != want:
             return {"ok": False, "error": f"OpenBao mount {mount!r} returned a certificate whose key or names differ "
                                           f"from the request (serial {serial_hex(cert.serial_number)}): check the "
                                           f"role {profile!r} (use_csr_sans must be false)", "code": "mismatch",
                     "maybe_issued": True}
-        chain = _pems(data.get("ca_chain"))
+        chain, facts = _pems(data.get("ca_chain")), pem.facts(cert)
         return {"ok": True, "certificate": _pems([data["certificate"]])[0], "chain": "".join(chain),
-                "serial": serial_hex(cert.serial_number), "not_after": pem.iso(cert.not_valid_after_utc),
-                "fingerprint_sha256": pem.fingerprint(cert), "warnings": warnings}
+                "serial": facts["serial"], "not_after": facts["not_after"],
+                "fingerprint_sha256": facts["fingerprint_sha256"], "warnings": warnings,
+                "cert": cert, "pem": pem.to_pem(cert), "facts": facts, "san": names}
 
     # ---- revocation and records ---------------------------------------------------------------------
     def revoke(self, mount, serials):
@@ -324,6 +326,18 @@ class OpenBaoCA:
                     "is_ca": pem.is_ca(cert)}
         with ThreadPoolExecutor(max_workers=self.client.pool_size) as pool:
             return list(pool.map(one, serials))
+
+
+def sign_body(req):
+    """The JSON body of ``<mount>/sign/<profile>`` for one request of ``OpenBaoCA.sign_many``."""
+    names = [str(n) for n in list(req.get("dns") or []) + list(req.get("email") or [])]
+    body = {"csr": req["csr_pem"].decode() if isinstance(req["csr_pem"], bytes) else req["csr_pem"],
+            "common_name": req.get("common_name") or "", "alt_names": ",".join(names),
+            "ip_sans": ",".join(str(i) for i in req.get("ip") or []), "exclude_cn_from_sans": True, "format": "pem",
+            "remove_roots_from_chain": True}
+    if req.get("ttl_days"):
+        body["ttl"] = _hours(req["ttl_days"])
+    return body
 
 
 def _supported(spec):
@@ -442,26 +456,24 @@ class OpenBaoBackend(Backend):
         issuer.mount = mount
         return issuer
 
-    def sign_many(self, issuer, requests, index, now):
+    def sign_many(self, issuer, requests, index, now, on_signed=None):
         """Through ``<mount>/sign/<profile>`` over the client's pool; a controller key is sent as a CSR."""
         for req in requests:
             _leaf_supported(req.spec)
-        batch = [{"csr_pem": req.csr_pem or _csr(req.key), "profile": req.spec.profile,
-                  "common_name": req.spec.subject.common_name or "", "dns": list(req.spec.dns),
-                  "ip": list(req.spec.ip), "email": list(req.spec.email), "ttl_days": req.spec.valid_days}
+        # each certificate is checked against the key to certify (the CSR's: the host's report read it)
+        batch = [{"csr_pem": req.csr_pem or _csr(req.key), "public_der": keys.public_der(req.public_key),
+                  "profile": req.spec.profile, "common_name": req.spec.subject.common_name or "",
+                  "dns": list(req.spec.dns), "ip": list(req.spec.ip), "email": list(req.spec.email),
+                  "ttl_days": req.spec.valid_days}
                  for req in requests]
-        out = []
-        for req, signed in zip(requests, self.ca.sign_many(issuer.mount, batch)):
-            if not signed["ok"]:
-                out.append(SignError(signed["error"], signed["code"], signed["maybe_issued"]))
-                continue
-            cert = x509.load_pem_x509_certificate(signed["certificate"].encode())
-            if keys.public_der(cert.public_key()) != keys.public_der(req.public_key):
-                out.append(SignError(f"OpenBao certified another key than {req.spec.name!r}'s (serial "
-                                     f"{signed['serial']})", "mismatch", True))
-                continue
-            out.append(cert)
-        return out
+
+        def result(i, signed):
+            out = (Signed(signed["cert"], signed["pem"], signed["facts"], signed["san"]) if signed["ok"]
+                   else SignError(signed["error"], signed["code"], signed["maybe_issued"]))
+            if on_signed is not None:
+                on_signed(i, out)
+            return out
+        return self.ca.sign_many(issuer.mount, batch, then=result)
 
     def revoke(self, names=(), serials=(), reason="unspecified", cas=(), check=False, valid_days=7,
                refresh_before_days=None, force=False, **_ignored):

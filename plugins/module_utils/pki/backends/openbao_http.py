@@ -120,6 +120,8 @@ class Client:
         if ca_cert and not os.path.isfile(ca_cert):
             raise OpenBaoError(f"ca_cert {ca_cert!r} is not a readable file: give the PEM file of the CA that "
                                f"issued OpenBao's TLS certificate", "config")
+        if not ca_cert and all(n[0] == "http" for n in self.nodes):
+            return None  # no TLS to set up (loading the system's CA store takes tens of milliseconds)
         try:
             return ssl.create_default_context(cafile=ca_cert or None)
         except ssl.SSLError as e:

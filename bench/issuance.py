@@ -364,7 +364,6 @@ def run_openbao(a, sizes):
     import profile_openbao as engine  # noqa: E402  pylint: disable=import-outside-toplevel
     from tests.openbao_server import DevServer  # pylint: disable=import-outside-toplevel
     common.ensure_collection_link()
-    check_args_only_spec()
     os.makedirs(os.path.join(common.BENCH, "work"), exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="issuance-openbao-", dir=os.path.join(common.BENCH, "work"))
     meta, raw, rows = common.machine(), {}, []
@@ -432,16 +431,6 @@ def run_openbao(a, sizes):
     print(f"load average at start {meta['loadavg_at_start']}, at end {meta['loadavg_at_end']}; median of "
           f"{a.repeat}; results in {os.path.relpath(common.RESULTS, common.ROOT)}/{a.out}.{{json,csv}}")
     return 0
-
-
-def check_args_only_spec():
-    """The Ansible floor's module (playbooks/library/mtls_args_only.py) validates the same item options as
-    certificates: its copy of the spec must not drift."""
-    from ansible_collections.mtls.rollout.plugins.modules import certificates  # pylint: disable=import-outside-toplevel
-    sys.path.insert(0, os.path.join(PLAYBOOKS, "library"))
-    import mtls_args_only  # noqa: E402  pylint: disable=import-outside-toplevel,import-error
-    if mtls_args_only.LEAF != certificates.LEAF:
-        raise RuntimeError("bench/playbooks/library/mtls_args_only.py's LEAF differs from certificates': copy it again")
 
 
 def openbao_row(n, runs):

@@ -39,6 +39,37 @@ OPENBAO = {"type": "dict", "options": {
 }}
 
 
+# one item of mtls.rollout.certificates' certificates (and its defaults)
+_PKCS12 = {"type": "dict", "options": {
+    "password": {"type": "str", "no_log": True},
+    "encryption": {"type": "str", "choices": ["modern", "compat"]},
+    "friendly_name": {"type": "str"},
+    "include_chain": {"type": "bool"}}}
+CERTIFICATE = {
+    "name": {"type": "str"},  # required in each item, refused in defaults: checked by specs.leaf_spec
+    "profile": {"type": "str", "choices": ["server", "client", "both"]},
+    **{k: {"type": "str"} for k in ("common_name", "organization", "organizational_unit", "country", "state",
+                                    "locality")},
+    "subject": {"type": "dict"},
+    "dns": {"type": "list", "elements": "str"},
+    "ip": {"type": "list", "elements": "str"},
+    "email": {"type": "list", "elements": "str"},
+    "key_type": {"type": "str", "choices": ["ec", "rsa", "ed25519"]},
+    "key_size": {"type": "int"},
+    "curve": {"type": "str"},
+    "valid_days": {"type": "float"},
+    "renew_before_days": {"type": "float"},
+    "rotate_key": {"type": "bool"},
+    "force": {"type": "bool"},
+    "key_location": {"type": "str", "choices": ["controller", "host"]},
+    "crl_url": {"type": "str"},
+    "csr": {"type": "str"},
+    "held_certificate": {"type": "str"},
+    "rotating": {"type": "bool"},
+    "pkcs12": _PKCS12,
+}
+
+
 def invocation(params, list_option):
     """The result's ``invocation`` with each item of ``list_option`` as given: Ansible's own fills every unset
     sub-option in as None, which for a list of 10,000 items is a third of the result. no_log values are masked

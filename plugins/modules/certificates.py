@@ -289,34 +289,6 @@ except ImportError:
 else:  # the module_utils import without cryptography and record what failed
     ENGINE_IMPORT_ERROR = cryptography_dep.import_error()
 
-PKCS12 = {"type": "dict", "options": {
-    "password": {"type": "str", "no_log": True},
-    "encryption": {"type": "str", "choices": ["modern", "compat"]},
-    "friendly_name": {"type": "str"},
-    "include_chain": {"type": "bool"}}}
-LEAF = {
-    "name": {"type": "str"},  # required in each item, refused in defaults: checked by specs.leaf_spec
-    "profile": {"type": "str", "choices": ["server", "client", "both"]},
-    **{k: {"type": "str"} for k in ("common_name", "organization", "organizational_unit", "country", "state",
-                                    "locality")},
-    "subject": {"type": "dict"},
-    "dns": {"type": "list", "elements": "str"},
-    "ip": {"type": "list", "elements": "str"},
-    "email": {"type": "list", "elements": "str"},
-    "key_type": {"type": "str", "choices": ["ec", "rsa", "ed25519"]},
-    "key_size": {"type": "int"},
-    "curve": {"type": "str"},
-    "valid_days": {"type": "float"},
-    "renew_before_days": {"type": "float"},
-    "rotate_key": {"type": "bool"},
-    "force": {"type": "bool"},
-    "key_location": {"type": "str", "choices": ["controller", "host"]},
-    "crl_url": {"type": "str"},
-    "csr": {"type": "str"},
-    "held_certificate": {"type": "str"},
-    "rotating": {"type": "bool"},
-    "pkcs12": PKCS12,
-}
 HOST_REPORT = ("csr", "held_certificate", "rotating")
 
 
@@ -336,8 +308,8 @@ def main():
             "openbao": module_args.OPENBAO,
             "issuer": {"type": "str", "required": True},
             "issuer_passphrase": {"type": "str", "no_log": True},
-            "certificates": {"type": "list", "elements": "dict", "required": True, "options": LEAF},
-            "defaults": {"type": "dict", "options": LEAF},  # so no_log reaches the nested pkcs12.password
+            "certificates": {"type": "list", "elements": "dict", "required": True, "options": module_args.CERTIFICATE},
+            "defaults": {"type": "dict", "options": module_args.CERTIFICATE},  # so no_log reaches the nested pkcs12.password
             "renew_before_days": {"type": "float"},
             "force": {"type": "bool", "default": False},
             "results": {"type": "str", "choices": ["all", "changed"], "default": "all"},

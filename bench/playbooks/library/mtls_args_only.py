@@ -28,43 +28,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 
-# a copy of plugins/modules/certificates.py's (modules cannot import modules); bench/issuance.py checks it is equal
-PKCS12 = {"type": "dict", "options": {
-    "password": {"type": "str", "no_log": True},
-    "encryption": {"type": "str", "choices": ["modern", "compat"]},
-    "friendly_name": {"type": "str"},
-    "include_chain": {"type": "bool"}}}
-LEAF = {
-    "name": {"type": "str"},
-    "profile": {"type": "str", "choices": ["server", "client", "both"]},
-    **{k: {"type": "str"} for k in ("common_name", "organization", "organizational_unit", "country", "state",
-                                    "locality")},
-    "subject": {"type": "dict"},
-    "dns": {"type": "list", "elements": "str"},
-    "ip": {"type": "list", "elements": "str"},
-    "email": {"type": "list", "elements": "str"},
-    "key_type": {"type": "str", "choices": ["ec", "rsa", "ed25519"]},
-    "key_size": {"type": "int"},
-    "curve": {"type": "str"},
-    "valid_days": {"type": "float"},
-    "renew_before_days": {"type": "float"},
-    "rotate_key": {"type": "bool"},
-    "force": {"type": "bool"},
-    "key_location": {"type": "str", "choices": ["controller", "host"]},
-    "crl_url": {"type": "str"},
-    "csr": {"type": "str"},
-    "held_certificate": {"type": "str"},
-    "rotating": {"type": "bool"},
-    "pkcs12": PKCS12,
-}
 ARGUMENT_SPEC = {
     "pki_dir": module_args.PKI_DIR,
     "backend": module_args.BACKEND,
     "openbao": module_args.OPENBAO,
     "issuer": {"type": "str", "required": True},
     "issuer_passphrase": {"type": "str", "no_log": True},
-    "certificates": {"type": "list", "elements": "dict", "required": True, "options": LEAF},
-    "defaults": {"type": "dict", "options": LEAF},
+    "certificates": {"type": "list", "elements": "dict", "required": True, "options": module_args.CERTIFICATE},
+    "defaults": {"type": "dict", "options": module_args.CERTIFICATE},
     "renew_before_days": {"type": "float"},
     "force": {"type": "bool", "default": False},
     "results": {"type": "str", "choices": ["all", "changed"], "default": "all"},

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.mtls.rollout.plugins.module_utils import rotate
 
-
+# module_utils.rotate (and with it cryptography) is imported on first use, not when the file loads: Ansible loads
+# every filter file of the collection to find any one of its filters (mtls.rollout.pem_bundle included), in each
+# worker process, and the import would cost each server's task ~60 ms.
 def rotation_plan(cas, ca, to, server_issuer, client_issuer, new_server_issuer="", new_client_issuer="",
                   nginx_client_issuers=None, pki_dir=""):
+    from ansible_collections.mtls.rollout.plugins.module_utils import rotate
+
     try:
         return rotate.plan(cas, ca, to, server_issuer, client_issuer, new_server_issuer, new_client_issuer,
                            nginx_client_issuers, pki_dir)
@@ -19,6 +22,8 @@ def rotation_plan(cas, ca, to, server_issuer, client_issuer, new_server_issuer="
 
 
 def rotation_phase(plan, probes, clients, round_name="", ran="", servers=None):
+    from ansible_collections.mtls.rollout.plugins.module_utils import rotate
+
     result = rotate.derive(plan, probes, clients, round_name, servers)
     result["regressed"] = rotate.regressed(result, ran)
     return result

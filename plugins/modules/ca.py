@@ -403,23 +403,25 @@ def ensure_one(module, store, backend, ca, passphrase, issuer_passphrase, cross_
     return result
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            **CA_OPTIONS,
-            "cas": {"type": "list", "elements": "dict", "options": {**CA_OPTIONS, "name": {"type": "str", "required": True}}},
-            "pki_dir": module_args.PKI_DIR,
-            "backend": module_args.BACKEND,
-            "openbao": module_args.OPENBAO,
-            "issuer_passphrase": {"type": "str", "no_log": True},
-            "crl_url": {"type": "str"},
-            "force": {"type": "bool", "default": False},
-            "cross_passphrases": {"type": "dict", "default": {}, "no_log": True},
-        },
-        required_one_of=[("name", "cas")],
-        mutually_exclusive=[("name", "cas")] + [("cas", option) for option in PER_CA],
-        supports_check_mode=True,
-    )
+SPEC = {
+    "argument_spec": {
+        **CA_OPTIONS,
+        "cas": {"type": "list", "elements": "dict", "options": {**CA_OPTIONS, "name": {"type": "str", "required": True}}},
+        "pki_dir": module_args.PKI_DIR,
+        "backend": module_args.BACKEND,
+        "openbao": module_args.OPENBAO,
+        "issuer_passphrase": {"type": "str", "no_log": True},
+        "crl_url": {"type": "str"},
+        "force": {"type": "bool", "default": False},
+        "cross_passphrases": {"type": "dict", "default": {}, "no_log": True},
+    },
+    "required_one_of": [("name", "cas")],
+    "mutually_exclusive": [("name", "cas")] + [("cas", option) for option in PER_CA],
+    "supports_check_mode": True,
+}
+
+
+def run(module):
     if ENGINE_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
@@ -458,6 +460,10 @@ def main():
         module.exit_json(**results[0])
     diffs = [r.pop("diff") for r in results if "diff" in r]
     module.exit_json(changed=any(r["changed"] for r in results), cas=results, **({"diff": diffs} if diffs else {}))
+
+
+def main():
+    run(AnsibleModule(**SPEC))
 
 
 if __name__ == "__main__":

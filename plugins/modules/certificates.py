@@ -300,22 +300,24 @@ def _host_report(name, item, check):
         return e
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "pki_dir": module_args.PKI_DIR,
-            "backend": module_args.BACKEND,
-            "openbao": module_args.OPENBAO,
-            "issuer": {"type": "str", "required": True},
-            "issuer_passphrase": {"type": "str", "no_log": True},
-            "certificates": {"type": "list", "elements": "dict", "required": True, "options": module_args.CERTIFICATE},
-            "defaults": {"type": "dict", "options": module_args.CERTIFICATE},  # so no_log reaches the nested pkcs12.password
-            "renew_before_days": {"type": "float"},
-            "force": {"type": "bool", "default": False},
-            "results": {"type": "str", "choices": ["all", "changed"], "default": "all"},
-        },
-        supports_check_mode=True,
-    )
+SPEC = {
+    "argument_spec": {
+        "pki_dir": module_args.PKI_DIR,
+        "backend": module_args.BACKEND,
+        "openbao": module_args.OPENBAO,
+        "issuer": {"type": "str", "required": True},
+        "issuer_passphrase": {"type": "str", "no_log": True},
+        "certificates": {"type": "list", "elements": "dict", "required": True, "options": module_args.CERTIFICATE},
+        "defaults": {"type": "dict", "options": module_args.CERTIFICATE},  # so no_log reaches the nested pkcs12.password
+        "renew_before_days": {"type": "float"},
+        "force": {"type": "bool", "default": False},
+        "results": {"type": "str", "choices": ["all", "changed"], "default": "all"},
+    },
+    "supports_check_mode": True,
+}
+
+
+def run(module):
     if ENGINE_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
@@ -351,6 +353,10 @@ def main():
     if module._diff and diffs:
         out["diff"] = diffs
     module.exit_json(**out)
+
+
+def main():
+    run(AnsibleModule(**SPEC))
 
 
 if __name__ == "__main__":

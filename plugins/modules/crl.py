@@ -229,26 +229,28 @@ def _diff(result):
             "after": revoked + "".join(line(c, False) for c in result["crls"])}
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "pki_dir": module_args.PKI_DIR,
-            "backend": module_args.BACKEND,
-            "openbao": module_args.OPENBAO,
-            "revoke": {"type": "list", "elements": "str", "default": []},
-            "revoke_serials": {"type": "list", "elements": "str", "default": []},
-            "reason": {"type": "str", "choices": REASONS, "default": "unspecified"},
-            "cas": {"type": "list", "elements": "str", "default": []},
-            "include_parents": {"type": "bool", "default": False},
-            "valid_days": {"type": "float", "default": 7},
-            "refresh_before_days": {"type": "float"},
-            "passphrase": {"type": "str", "no_log": True},
-            "passphrases": {"type": "dict", "no_log": True},
-            "force": {"type": "bool", "default": False},
-            "verify_only": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
+SPEC = {
+    "argument_spec": {
+        "pki_dir": module_args.PKI_DIR,
+        "backend": module_args.BACKEND,
+        "openbao": module_args.OPENBAO,
+        "revoke": {"type": "list", "elements": "str", "default": []},
+        "revoke_serials": {"type": "list", "elements": "str", "default": []},
+        "reason": {"type": "str", "choices": REASONS, "default": "unspecified"},
+        "cas": {"type": "list", "elements": "str", "default": []},
+        "include_parents": {"type": "bool", "default": False},
+        "valid_days": {"type": "float", "default": 7},
+        "refresh_before_days": {"type": "float"},
+        "passphrase": {"type": "str", "no_log": True},
+        "passphrases": {"type": "dict", "no_log": True},
+        "force": {"type": "bool", "default": False},
+        "verify_only": {"type": "bool", "default": False},
+    },
+    "supports_check_mode": True,
+}
+
+
+def run(module):
     if ENGINE_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
@@ -281,6 +283,10 @@ def main():
     for c in result["crls"]:
         c.pop("before", None)
     module.exit_json(**result)
+
+
+def main():
+    run(AnsibleModule(**SPEC))
 
 
 if __name__ == "__main__":

@@ -288,37 +288,39 @@ def _targets(p, revoked):
         return list(pool.map(one, p["targets"]))
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "host": {"type": "str"},
-            "port": {"type": "int", "default": 443},
+SPEC = {
+    "argument_spec": {
+        "host": {"type": "str"},
+        "port": {"type": "int", "default": 443},
+        "server_name": {"type": "str"},
+        "expect_names": {"type": "list", "elements": "str", "default": []},
+        "ca_file": {"type": "path"},
+        "client_cert": {"type": "path"},
+        "client_key": {"type": "path", "no_log": False},
+        "client_key_passphrase": {"type": "str", "no_log": True},
+        "client_chain": {"type": "path"},
+        "crl_files": {"type": "list", "elements": "path", "default": []},
+        "pki_dir": {"type": "path"},
+        "path": {"type": "str", "default": "/"},
+        "http": {"type": "bool", "default": True},
+        "timeout": {"type": "float", "default": 10},
+        "expect_client_auth": {"type": "bool", "default": False},
+        "fail_on_problems": {"type": "bool", "default": False},
+        "targets": {"type": "list", "elements": "dict", "options": {
+            "name": {"type": "str"},
+            "host": {"type": "str", "required": True},
+            "port": {"type": "int"},
             "server_name": {"type": "str"},
-            "expect_names": {"type": "list", "elements": "str", "default": []},
-            "ca_file": {"type": "path"},
-            "client_cert": {"type": "path"},
-            "client_key": {"type": "path", "no_log": False},
-            "client_key_passphrase": {"type": "str", "no_log": True},
-            "client_chain": {"type": "path"},
-            "crl_files": {"type": "list", "elements": "path", "default": []},
-            "pki_dir": {"type": "path"},
-            "path": {"type": "str", "default": "/"},
-            "http": {"type": "bool", "default": True},
-            "timeout": {"type": "float", "default": 10},
-            "expect_client_auth": {"type": "bool", "default": False},
-            "fail_on_problems": {"type": "bool", "default": False},
-            "targets": {"type": "list", "elements": "dict", "options": {
-                "name": {"type": "str"},
-                "host": {"type": "str", "required": True},
-                "port": {"type": "int"},
-                "server_name": {"type": "str"},
-                "ca_file": {"type": "path"}}},
-        },
-        required_one_of=[("host", "targets")],
-        mutually_exclusive=[("host", "targets")],
-        required_by={"client_key": "client_cert"},
-        supports_check_mode=True,
-    )
+            "ca_file": {"type": "path"}}},
+    },
+    "required_one_of": [("host", "targets")],
+    "mutually_exclusive": [("host", "targets")],
+    "required_by": {"client_key": "client_cert"},
+    "supports_check_mode": True,
+}
+
+
+def run(module):
     if PROBE_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=PROBE_IMPORT_ERROR)
     p = module.params
@@ -338,6 +340,10 @@ def main():
         module.fail_json(msg=f"{p['host']}:{p['port']}: " + "; ".join(d["message"] for d in result["diagnosis"]),
                          **result)
     module.exit_json(changed=False, **result)
+
+
+def main():
+    run(AnsibleModule(**SPEC))
 
 
 if __name__ == "__main__":

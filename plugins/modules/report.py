@@ -152,20 +152,22 @@ def _write(path, text):
         f.write(text)
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "pki_dir": module_args.PKI_DIR,
-            "backend": module_args.BACKEND,
-            "openbao": module_args.OPENBAO,
-            "hosts": {"type": "dict", "default": {}},
-            "warn_days": {"type": "float", "default": 30},
-            "cas": {"type": "list", "elements": "str", "default": []},
-            "json_path": {"type": "path"},
-            "html_path": {"type": "path"},
-        },
-        supports_check_mode=True,
-    )
+SPEC = {
+    "argument_spec": {
+        "pki_dir": module_args.PKI_DIR,
+        "backend": module_args.BACKEND,
+        "openbao": module_args.OPENBAO,
+        "hosts": {"type": "dict", "default": {}},
+        "warn_days": {"type": "float", "default": 30},
+        "cas": {"type": "list", "elements": "str", "default": []},
+        "json_path": {"type": "path"},
+        "html_path": {"type": "path"},
+    },
+    "supports_check_mode": True,
+}
+
+
+def run(module):
     if ENGINE_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
@@ -184,6 +186,10 @@ def main():
     module.exit_json(changed=False, certificates=rows, table=report.table(rows),
                      counts={s: sum(r["status"] == s for r in rows) for s in report.STATUS_ORDER},
                      min_days_left=min((r["days_left"] for r in rows), default=None))
+
+
+def main():
+    run(AnsibleModule(**SPEC))
 
 
 if __name__ == "__main__":

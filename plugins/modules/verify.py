@@ -224,36 +224,38 @@ def _invalid(result):
     return "; ".join(x["message"] for x in result["problems"])
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "certificate": {"type": "path"},
-            "certificate_content": {"type": "str"},
+SPEC = {
+    "argument_spec": {
+        "certificate": {"type": "path"},
+        "certificate_content": {"type": "str"},
+        "purpose": {"type": "str", "choices": ["server", "client"], "default": "server"},
+        "ca_file": {"type": "path"},
+        "ca_content": {"type": "str"},
+        "intermediates": {"type": "path"},
+        "hostname": {"type": "str"},
+        "ip": {"type": "str"},
+        "private_key": {"type": "path", "no_log": False},
+        "private_key_passphrase": {"type": "str", "no_log": True},
+        "min_days_remaining": {"type": "float"},
+        "fail_on_invalid": {"type": "bool", "default": False},
+        "certificates": {"type": "list", "elements": "dict", "options": {
+            "name": {"type": "str"},
+            "certificate": {"type": "path", "required": True},
             "purpose": {"type": "str", "choices": ["server", "client"], "default": "server"},
-            "ca_file": {"type": "path"},
-            "ca_content": {"type": "str"},
+            "ca_file": {"type": "path", "required": True},
             "intermediates": {"type": "path"},
             "hostname": {"type": "str"},
             "ip": {"type": "str"},
             "private_key": {"type": "path", "no_log": False},
-            "private_key_passphrase": {"type": "str", "no_log": True},
-            "min_days_remaining": {"type": "float"},
-            "fail_on_invalid": {"type": "bool", "default": False},
-            "certificates": {"type": "list", "elements": "dict", "options": {
-                "name": {"type": "str"},
-                "certificate": {"type": "path", "required": True},
-                "purpose": {"type": "str", "choices": ["server", "client"], "default": "server"},
-                "ca_file": {"type": "path", "required": True},
-                "intermediates": {"type": "path"},
-                "hostname": {"type": "str"},
-                "ip": {"type": "str"},
-                "private_key": {"type": "path", "no_log": False},
-                "min_days_remaining": {"type": "float"}}},
-        },
-        required_one_of=[("certificate", "certificate_content", "certificates")],
-        mutually_exclusive=[("certificate", "certificate_content", "certificates")],
-        supports_check_mode=True,
-    )
+            "min_days_remaining": {"type": "float"}}},
+    },
+    "required_one_of": [("certificate", "certificate_content", "certificates")],
+    "mutually_exclusive": [("certificate", "certificate_content", "certificates")],
+    "supports_check_mode": True,
+}
+
+
+def run(module):
     if ENGINE_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=ENGINE_IMPORT_ERROR)
     p = module.params
@@ -279,6 +281,10 @@ def main():
     if p["fail_on_invalid"] and not result["valid"]:
         module.fail_json(msg="certificate not valid: " + _invalid(result), **result)
     module.exit_json(changed=False, **result)
+
+
+def main():
+    run(AnsibleModule(**SPEC))
 
 
 if __name__ == "__main__":

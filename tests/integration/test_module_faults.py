@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,7 @@ from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import 
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves  # noqa: E402
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.store import Store  # noqa: E402
 
+MODULES = ("ca", "certificates", "crl", "verify", "probe", "install_files")
 FAKE_JOURNAL = {
     "systemd/__init__.py": "",
     "systemd/daemon.py": "def booted():\n    return True\n",
@@ -64,9 +66,10 @@ def _env(tmp_path: Path, **extra) -> dict[str, str]:
     return env
 
 
-def _playbook(tmp_path: Path, tasks: list, name="play.yml") -> Path:
+def _playbook(tmp_path: Path, tasks: list, name="play.yml", in_process=True) -> Path:
     play = [{"name": "test", "hosts": "localhost", "connection": "local", "gather_facts": False,
-             "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks}]
+             "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}", "mtls_in_process": in_process},
+             "tasks": tasks}]
     path = tmp_path / name
     path.write_text(yaml.safe_dump(play, sort_keys=False))
     return path
@@ -79,7 +82,8 @@ def _ansible_playbook(argv, env, cwd, timeout=600):
 
 # --- secrets in the system log ---------------------------------------------------------------------
 
-def test_no_secret_reaches_the_system_log_at_module_start_up(tmp_path):
+@pytest.mark.parametrize("in_process", [False, True], ids=["modules", "in-process"])
+def test_no_secret_reaches_the_system_log_at_module_start_up(tmp_path, in_process):
     fake = tmp_path / "fake-journal"
     for rel, text in FAKE_JOURNAL.items():
         (fake / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -112,16 +116,18 @@ def test_no_secret_reaches_the_system_log_at_module_start_up(tmp_path):
             "files": [{"path": str(tmp_path / "out" / "key.pem"), "content": s["file_content"], "mode": "0600",
                        "secret": True}]}, "ignore_errors": True},
     ]
-    play = _playbook(tmp_path, tasks)
+    play = _playbook(tmp_path, tasks, in_process=in_process)
     env = _env(tmp_path, PYTHONPATH=str(fake), FAKE_JOURNAL_FILE=str(journal))
     proc = _ansible_playbook(["-i", "localhost,", str(play)], env, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     records = [json.loads(line) for line in journal.read_text().splitlines()]
     logged = {r["MESSAGE"].split()[0] for r in records if "Invoked with" in r["MESSAGE"]}
-    for module in ("ca", "certificates", "crl", "verify", "probe", "install_files"):
-        assert f"ansible-mtls.rollout.{module}" in logged, f"{module} logged nothing: the test could not fail"
+    # in the controller's worker (plugins/action) a control-node module is no AnsibleModule and logs nothing;
+    # install_files runs as a module either way
+    in_worker = ("ca", "certificates", "crl", "verify", "probe") if in_process else ()
+    assert logged == {f"ansible-mtls.rollout.{m}" for m in MODULES if m not in in_worker}, logged
     text = journal.read_text()
-    assert "NOT_LOGGING_PARAMETER" in text or "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in text
+    assert in_process or "NOT_LOGGING_PARAMETER" in text or "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in text
     for name, value in s.items():
         assert value not in text, f"{name} reached the system log: " + next(
             r["MESSAGE"] for r in records if value in json.dumps(r))
@@ -151,18 +157,20 @@ def _temp_files(root: str) -> list[str]:
     return [os.path.join(d, f) for d, _dirs, fs in os.walk(root) for f in fs if ".tmp-" in f]
 
 
-def test_kill_9_of_a_certificates_run(tmp_path):
+@pytest.mark.parametrize("in_process", [False, True], ids=["module", "in-process"])
+def test_kill_9_of_a_certificates_run(tmp_path, in_process):
+    """kill -9 of the process that runs the engine: the module's Python, or Ansible's worker (in_process)."""
     pki = str(tmp_path / "pki")
     ensure_ca(Store(pki), specs.ca_spec("root"))
     people = [{"name": f"u{i}", "common_name": f"u{i}"} for i in range(400)]
     task = {"name": "people", "mtls.rollout.certificates": {
         "pki_dir": pki, "issuer": "root",
         "defaults": {"profile": "client", "pkcs12": {"password": "pw"}}, "certificates": people}}
-    play = _playbook(tmp_path, [task])
+    play = _playbook(tmp_path, [task], in_process=in_process)
     tmp = tmp_path / "tmpdir"  # the modules' temp dir (payload directories)
     tmp.mkdir()
     env = _env(tmp_path, TMPDIR=str(tmp))
-    marker = "AnsiballZ_certificates.py"
+    marker = "ansible-playbook" if in_process else "AnsiballZ_certificates.py"
     run = subprocess.Popen(["ansible-playbook", "-i", "localhost,", str(play)], env=env, cwd=tmp_path,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     survivors = {}
@@ -171,8 +179,9 @@ def test_kill_9_of_a_certificates_run(tmp_path):
         while not _temp_files(pki):  # the commit is under way: temp files, keys among them, are written
             assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
             time.sleep(0.005)
-        procs = {p: pp for p, pp in _processes(marker).items() if _processes_tmp(p, tmp)}
-        module = [p for p, pp in procs.items() if pp not in procs]
+        procs = {p: pp for p, pp in _processes(marker).items() if _processes_tmp(p, tmp) and p != run.pid}
+        # the module's Python (its parent is a shell), or the worker Ansible forked to run the task
+        module = [p for p, pp in procs.items() if pp == run.pid or (not in_process and pp not in procs)]
         assert len(module) == 1, procs
         workers = [p for p in procs if p != module[0]]
         os.kill(module[0], signal.SIGKILL)

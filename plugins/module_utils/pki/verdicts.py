@@ -128,7 +128,7 @@ def context(auth_fingerprint, issuer_pems, renew_before_days):
             source = None
         if not source:
             return None
-        h.update(source.encode() + b"\0")
+        h.update((source if isinstance(source, bytes) else source.encode()) + b"\0")  # bytes: Ansible's collection loader
     return h.digest()
 
 

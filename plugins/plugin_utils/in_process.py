@@ -14,10 +14,12 @@ usual.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 
 from ansible.module_utils.common.arg_spec import ModuleArgumentSpecValidator
+from ansible.module_utils.common.json import AnsibleJSONEncoder
 from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.errors import UnsupportedError
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -53,6 +55,8 @@ def run_module(name, code, args, check_mode, diff):
     """The result of module ``code`` (its SPEC and run(module)) for ``args``, as AnsibleModule would return it
     (``name``: the task's action, which AnsibleModule's messages name)."""
     spec = {k: v for k, v in code.SPEC.items() if k != "supports_check_mode"}
+    # the arguments as the module gets them: JSON's plain types (no tagged strings, no templating leftovers)
+    args = json.loads(json.dumps(args, cls=AnsibleJSONEncoder))
     validated = ModuleArgumentSpecValidator(**spec).validate(args)
     if validated.error_messages:
         msg = validated.errors.msg
@@ -81,7 +85,8 @@ class InProcessAction(NormalAction):
     def _in_process(self, task_vars):
         if self._task.async_val or self._play_context.become or self._connection.transport != "local":
             return False
-        host_vars = task_vars["ansible_delegated_vars"][self._task.delegate_to] if self._task.delegate_to else task_vars
+        host_vars = ((task_vars.get("ansible_delegated_vars") or {}).get(self._task.delegate_to) or {}
+                     if self._task.delegate_to else task_vars)
         interpreter = self._templar.template(host_vars.get("ansible_python_interpreter", ""))
         return (boolean(self._templar.template(task_vars.get("mtls_in_process", True)), strict=False)
                 and bool(interpreter) and os.path.abspath(interpreter) == os.path.abspath(sys.executable))

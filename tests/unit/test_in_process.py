@@ -1,0 +1,67 @@
+"""plugin_utils.in_process.run_module: a module's code run on the stand-in for AnsibleModule gives what
+AnsibleModule would: validated arguments, its messages, warnings, and no secret in the result."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from ansible_collections.mtls.rollout.plugins.plugin_utils.in_process import run_module
+
+SPEC = {
+    "argument_spec": {
+        "name": {"type": "str", "required": True},
+        "mode": {"type": "str", "choices": ["a", "b"], "default": "a"},
+        "secret": {"type": "str", "no_log": True},
+        "items": {"type": "list", "elements": "dict", "options": {
+            "password": {"type": "str", "no_log": True}, "n": {"type": "int"}}},
+    },
+    "supports_check_mode": True,
+}
+
+
+def _code(run):
+    return SimpleNamespace(SPEC=SPEC, run=run)
+
+
+def test_params_are_validated_and_coerced_and_the_result_comes_back():
+    def run(module):
+        module.warn("careful")
+        module.exit_json(changed=module.check_mode, got=module.params)
+
+    result = run_module("mtls.rollout.x", _code(run), {"name": "n", "items": [{"n": "3"}]}, True, False)
+    assert result["changed"] is True
+    assert result["got"]["mode"] == "a" and result["got"]["items"] == [{"n": 3, "password": None}]
+    assert result["warnings"] == ["careful"]
+    assert result["invocation"]["module_args"]["name"] == "n"
+
+
+def test_a_secret_nested_anywhere_in_the_result_is_scrubbed():
+    def run(module):
+        pw = module.params["items"][0]["password"]
+        module.fail_json(msg=f"bad {module.params['secret']}", deep={"list": [f"x{pw}y", {"k": pw}]})
+
+    result = run_module("mtls.rollout.x", _code(run),
+                        {"name": "n", "secret": "s3cr3t-top", "items": [{"password": "p4ss-nested"}]}, False, False)
+    text = repr(result)
+    assert result["failed"] is True
+    assert "s3cr3t-top" not in text and "p4ss-nested" not in text
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"name": "n", "colour": "blue"}, "Unsupported parameters for (mtls.rollout.x) module: colour"),
+    ({"name": "n", "mode": "c"}, "value of mode must be one of: a, b, got: c"),
+    ({}, "missing required arguments: name"),
+])
+def test_bad_arguments_fail_with_ansible_modules_message_and_run_nothing(args, message):
+    ran = []
+    result = run_module("mtls.rollout.x", _code(ran.append), args, False, False)
+    assert result["failed"] is True and message in result["msg"], result
+    assert not ran
+
+
+def test_a_run_that_neither_exits_nor_fails_is_an_error():
+    with pytest.raises(RuntimeError, match="without exit_json"):
+        run_module("mtls.rollout.x", _code(lambda module: None), {"name": "n"}, False, False)

@@ -136,3 +136,17 @@ def test_a_bad_value_fails_in_process_as_the_module_does(store, task, message):
     assert as_module["r0"]["failed"] and in_process["r0"]["failed"]
     assert message in in_process["r0"]["msg"], in_process["r0"]["msg"]
     assert in_process["r0"]["msg"] == as_module["r0"]["msg"]
+
+
+@pytest.mark.parametrize("extra", [{"become": True, "become_method": "ansible.builtin.su", "become_user": "root"},
+                                   {"async": 60, "poll": 1}], ids=["become", "async"])
+def test_become_or_async_runs_the_module(store, extra):
+    """What the worker cannot do as the task asks (another user, in the background) is left to the module."""
+    tmp, s, tasks, saving = store
+    verify = {**tasks[3], **extra}
+    in_worker, out_worker = _play(tmp, [tasks[3]], in_process=True)
+    as_module, out_module = _play(tmp, [verify], in_process=True)
+    assert len(MODULE_EXEC.findall(out_worker)) == saving
+    assert len(re.findall(r"EXEC .*(AnsiballZ_verify|async_wrapper|python[0-9.]* && sleep 0)", out_module)) > saving
+    assert as_module["r0"]["results"] == in_worker["r0"]["results"]
+    _no_secret(out_module, s)

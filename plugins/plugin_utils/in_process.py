@@ -5,7 +5,7 @@
 A module run on the control node costs its AnsiballZ payload (built once per run: 0.1-0.15 s), a new Python with
 Ansible's module_utils and cryptography imported, and a JSON round trip: 0.2-0.4 s per task, more than the work of
 an idempotent run. When the task would run the module with this very Python anyway (local connection, the task's
-``ansible_python_interpreter`` is the controller's, no become, no async), the action plugin validates the arguments
+``ansible_python_interpreter`` is the controller's, no become, async or environment), the action plugin validates the arguments
 with the module's own argument spec and calls the module's ``run`` with a stand-in for AnsibleModule: the same
 checks, result, warnings and no_log scrubbing. Anywhere else, or with ``mtls_in_process: false``, the module runs as
 usual.
@@ -83,7 +83,9 @@ class InProcessAction(NormalAction):
     module = ""
 
     def _in_process(self, task_vars):
-        if self._task.async_val or self._play_context.become or self._connection.transport != "local":
+        # the module's own process: in the background, as another user, with the task's environment (BAO_TOKEN...)
+        if (self._task.async_val or self._play_context.become or self._connection.transport != "local"
+                or any(self._task.environment or [])):
             return False
         host_vars = ((task_vars.get("ansible_delegated_vars") or {}).get(self._task.delegate_to) or {}
                      if self._task.delegate_to else task_vars)

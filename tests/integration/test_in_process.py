@@ -139,9 +139,11 @@ def test_a_bad_value_fails_in_process_as_the_module_does(store, task, message):
 
 
 @pytest.mark.parametrize("extra", [{"become": True, "become_method": "ansible.builtin.su", "become_user": "root"},
-                                   {"async": 60, "poll": 1}], ids=["become", "async"])
-def test_become_or_async_runs_the_module(store, extra):
-    """What the worker cannot do as the task asks (another user, in the background) is left to the module."""
+                                   {"async": 60, "poll": 1}, {"environment": {"BAO_TOKEN": "t"}}],
+                         ids=["become", "async", "environment"])
+def test_become_async_or_environment_runs_the_module(store, extra):
+    """What the worker cannot do as the task asks (another user, in the background, with other environment
+    variables: the OpenBao token may come from BAO_TOKEN) is left to the module."""
     tmp, s, tasks, saving = store
     verify = {**tasks[3], **extra}
     in_worker, out_worker = _play(tmp, [tasks[3]], in_process=True)

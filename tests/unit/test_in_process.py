@@ -65,3 +65,24 @@ def test_bad_arguments_fail_with_ansible_modules_message_and_run_nothing(args, m
 def test_a_run_that_neither_exits_nor_fails_is_an_error():
     with pytest.raises(RuntimeError, match="without exit_json"):
         run_module("mtls.rollout.x", _code(lambda module: None), {"name": "n"}, False, False)
+
+
+@pytest.mark.parametrize("secret", ["plain-pw", 'q"uo\\te', "ünï-çødé", "CaSe-MiXeD", "7"])
+def test_a_secret_is_scrubbed_whatever_its_characters(secret):
+    """The scrub is skipped only when the secret is nowhere in the result: quotes, backslashes, non-ASCII letters,
+    other letter case and a number that is one must not hide it."""
+    def run(module):
+        module.exit_json(changed=False, deep=[{"k": f"<{secret}>"}], upper=secret.upper(), n=7)
+
+    result = run_module("mtls.rollout.x", _code(run), {"name": "n", "secret": secret}, False, False)
+    assert secret not in repr(result["deep"]), result
+    if secret == "7":
+        assert result["n"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER", result
+
+
+def test_no_secret_in_the_result_leaves_it_as_the_module_made_it():
+    def run(module):
+        module.exit_json(changed=False, items=[{"name": f"i{i}"} for i in range(3)])
+
+    result = run_module("mtls.rollout.x", _code(run), {"name": "n", "secret": "nowhere-in-it"}, False, False)
+    assert result["items"] == [{"name": "i0"}, {"name": "i1"}, {"name": "i2"}]

@@ -16,9 +16,10 @@ Per N and repetition, in one run of this script:
 
 "wall" is the whole ansible-playbook process (start-up, inventory, templating of the N items, the
 module, results); "module" is the task's duration from the bench timer callback (task start to its
-result: AnsiballZ, module start-up, argument validation, the engine, result JSON); for community it
-is the sum of its four looped tasks. "RSS" is the peak resident set of the module process (the largest of
-it and its bundle workers: wait4() of the interpreter, which the playbook runs through a small wrapper).
+result: argument templating and validation, the engine - in Ansible's worker process, as the collection runs
+on the control node -, the result); for community it is the sum of its four looped tasks. "RSS" is the peak
+resident set of the largest process of the run (ansible-playbook, the worker that runs the engine, or a
+bundle worker: wait4()'s ru_maxrss).
 "host keys" (--host-n, default 1000) signs N CSRs of keys made on their hosts (key_location: host) in one
 task, then re-runs it with the certificates the hosts hold. Results: bench/results/issuance.{json,csv,png}.
 
@@ -98,28 +99,6 @@ def run_floor(workdir, n, workers=1):
             "p12": info}
 
 
-RSS_WRAPPER = """#!{python}
-# bench: runs the module's interpreter and appends the peak RSS of its process tree (wait4) to a file
-import json, os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv({python!r}, [{python!r}] + sys.argv[1:])
-_pid, status, usage = os.wait4(pid, 0)
-with open({out!r}, "a", encoding="utf-8") as f:
-    f.write(json.dumps({{"maxrss_kib": usage.ru_maxrss}}) + "\\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def rss_interpreter(workdir):
-    """A wrapper to run modules with (ansible_python_interpreter); returns (its path, the file it writes)."""
-    path, out = os.path.join(workdir, "rss-python"), os.path.join(workdir, "rss.jsonl")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(RSS_WRAPPER.format(python=common.PROJECT_PYTHON, out=out))
-    os.chmod(path, 0o755)
-    return path, out
-
-
 def run_mtls(workdir, n, vars_file, playbook="mtls_issue.yml", held_certs=False):
     """The mtls.rollout run: first run and idempotent re-run of ONE certificates task, with module time and
     the module process's peak RSS. ``held_certs``: host keys, whose re-run reports the certificates held."""
@@ -130,7 +109,6 @@ def run_mtls(workdir, n, vars_file, playbook="mtls_issue.yml", held_certs=False)
     with open(setup_vars, "w", encoding="utf-8") as f:
         json.dump(env, f)
     common.playbook(os.path.join(PLAYBOOKS, "mtls_ca.yml"), setup_vars, timeout=TIMEOUT)
-    wrapper, rss_out = rss_interpreter(workdir)
     out = {}
     for phase in ("first", "rerun") + (() if held_certs else ("rerun_changed",)):
         extra = ["-e", "mtls_results=changed"] if phase == "rerun_changed" else []
@@ -143,23 +121,17 @@ def run_mtls(workdir, n, vars_file, playbook="mtls_issue.yml", held_certs=False)
             vars_file = os.path.join(workdir, "held-certs.json")
             with open(vars_file, "w", encoding="utf-8") as f:
                 json.dump(data, f)
-        if os.path.exists(rss_out):
-            os.unlink(rss_out)
         common.settle()
         r = common.playbook(os.path.join(PLAYBOOKS, playbook), vars_file, timer_out=timer,
-                            args=["-e", f"@{setup_vars}", "-e", f"ansible_python_interpreter={wrapper}", *extra],
+                            args=["-e", f"@{setup_vars}", *extra],
                             timeout=TIMEOUT)
         summary = json.loads(re.search(r'"issued.summary": (\{[^}]*\})', r["output"]).group(1))
         want = "issued" if phase == "first" else "unchanged"
         if summary.get(want) != n:
             raise RuntimeError(f"mtls {phase} run for N={n}: expected {want}={n}, got {summary}")
-        with open(rss_out, encoding="utf-8") as f:
-            rss = [json.loads(line)["maxrss_kib"] for line in f]
-        if len(rss) != 1:
-            raise RuntimeError(f"expected one module run through the RSS wrapper, got {len(rss)}")
         out[phase] = {"wall": r["seconds"], "cpu_seconds": r["cpu_seconds"],
                       "module": task_seconds(r["timer"], action_suffix="certificates"),
-                      "rss_mib": rss[0] / 1024,
+                      "rss_mib": r["maxrss_mib"],
                       "statuses": task_statuses(r["timer"], "mtls.rollout.certificates"), "summary": summary}
     out["p12"] = p12_info(os.path.join(pki, "certs", "client0000", "bundle.p12"))
     shutil.rmtree(pki)

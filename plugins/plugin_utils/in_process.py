@@ -77,14 +77,16 @@ def run_module(name, code, args, check_mode, diff):
     return _scrubbed(result, validated._no_log_values)  # pylint: disable=protected-access
 
 
-def _scrubbed(result, no_log_values):
-    """remove_values(result, no_log_values), as AnsibleModule does; a copy of thousands of items for nothing when
-    no such value occurs anywhere in the result's JSON text (as itself or JSON-escaped, in any letter case), which
-    one dumps tells."""
-    text = json.dumps(result, ensure_ascii=False, default=str).lower()
+def _scrubbed(value, no_log_values, depth=3):
+    """remove_values(value, no_log_values), as AnsibleModule does, but only where it can change something: a part
+    whose JSON text holds no such value (as itself or JSON-escaped, in any letter case) is kept as it is, down to
+    ``depth`` levels of dicts - so 10,000 results are not copied because the invocation's defaults hold a password."""
+    text = json.dumps(value, ensure_ascii=False, default=str).lower()
     if not any(v.lower() in text or json.dumps(v, ensure_ascii=False)[1:-1].lower() in text for v in no_log_values):
-        return result
-    return remove_values(result, no_log_values)
+        return value
+    if isinstance(value, dict) and depth:
+        return {k: _scrubbed(v, no_log_values, depth - 1) for k, v in value.items()}
+    return remove_values(value, no_log_values)
 
 
 class InProcessAction(NormalAction):

@@ -86,3 +86,16 @@ def test_no_secret_in_the_result_leaves_it_as_the_module_made_it():
 
     result = run_module("mtls.rollout.x", _code(run), {"name": "n", "secret": "nowhere-in-it"}, False, False)
     assert result["items"] == [{"name": "i0"}, {"name": "i1"}, {"name": "i2"}]
+
+
+def test_only_the_parts_holding_a_secret_are_scrubbed():
+    """The invocation's nested password is masked; the big list beside it, which holds none, is the module's own."""
+    items = [{"name": f"i{i}"} for i in range(3)]
+
+    def run(module):
+        module.exit_json(changed=False, items=items,
+                         invocation={"module_args": {"items": items, "defaults": {"secret": module.params["secret"]}}})
+
+    result = run_module("mtls.rollout.x", _code(run), {"name": "n", "secret": "deep-pw"}, False, False)
+    assert result["items"] is items and result["invocation"]["module_args"]["items"] is items
+    assert result["invocation"]["module_args"]["defaults"]["secret"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"

@@ -21,3 +21,16 @@ attributes:
       - This assumes that the system controlled/queried by the module has not changed in a relevant way.
     support: full
 """
+
+    # the control-node modules with an action plugin (plugins/action, plugin_utils/in_process.py)
+    IN_PROCESS = r"""
+attributes:
+  action:
+    description:
+      - Has an action plugin. When the task runs on the control node with the controller's own Python (a local
+        connection whose C(ansible_python_interpreter) is C(ansible_playbook_python), without C(become), C(async) or
+        C(environment)), the module's code runs inside Ansible's worker process instead of a new Python with its
+        AnsiballZ payload; the result is the same. Anywhere else, or with the variable C(mtls_in_process=false), it
+        runs as a module.
+    support: full
+"""

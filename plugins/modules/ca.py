@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - mtls.rollout.backend
   - mtls.rollout.store.subject
   - mtls.rollout.attributes
+  - mtls.rollout.attributes.in_process
   - mtls.rollout.requirements
 attributes:
   check_mode:

@@ -35,6 +35,7 @@ extends_documentation_fragment:
   - mtls.rollout.store
   - mtls.rollout.backend
   - mtls.rollout.attributes
+  - mtls.rollout.attributes.in_process
   - mtls.rollout.requirements
 attributes:
   check_mode:

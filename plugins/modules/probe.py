@@ -31,6 +31,7 @@ description:
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.attributes
+  - mtls.rollout.attributes.in_process
   - mtls.rollout.requirements.probe
 attributes:
   check_mode:

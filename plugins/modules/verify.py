@@ -19,6 +19,7 @@ description:
 author: mtls.rollout maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - mtls.rollout.attributes
+  - mtls.rollout.attributes.in_process
   - mtls.rollout.requirements
 attributes:
   check_mode:

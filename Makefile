@@ -50,7 +50,7 @@ NEWEST_CORE_PYTHON ?= 3.12
 NEWEST_CORE_VENV := $(CACHE)/core-newest
 NEWEST_CORE_E2E ?= tests/e2e/test_nginx_fleet.py \
   tests/integration/test_modules_playbook.py::test_playbook_idempotent_check_diff_reissue_and_no_secrets \
-  tests/integration/test_in_process.py tests/unit/test_in_process.py
+  tests/integration/test_in_process.py tests/unit/test_run_module.py
 # Sanity covers the whole collection, the Python under tests/ included; `make sanity SANITY_EXCLUDE=tests/`
 # leaves it out.
 SANITY_EXCLUDE ?=

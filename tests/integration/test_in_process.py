@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 COLLECTIONS = ROOT / ".cache" / "collections"
 MODULES = ("ca", "certificates", "crl", "verify", "probe", "report")
-# a module run on the control node, at -vvv: "<localhost> EXEC /bin/sh -c '<python> && sleep 0'" (pipelining) or
-# the AnsiballZ file it was given
-MODULE_EXEC = re.compile(r"EXEC .*(AnsiballZ_|python[0-9.]* && sleep 0)")
+# a module run on the control node, at -vvv: "<localhost> EXEC /bin/sh -c '<python> && sleep 0'" (pipelining;
+# ansible-core 2.21: "EXEC /bin/sh -c <python>") or the AnsiballZ file it was given
+MODULE_EXEC = re.compile(r"EXEC .*(AnsiballZ_|python[0-9.]*( && sleep 0)?'?$)", re.M)
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -149,6 +149,7 @@ def test_become_async_or_environment_runs_the_module(store, extra):
     in_worker, out_worker = _play(tmp, [tasks[3]], in_process=True)
     as_module, out_module = _play(tmp, [verify], in_process=True)
     assert len(MODULE_EXEC.findall(out_worker)) == saving
-    assert len(re.findall(r"EXEC .*(AnsiballZ_verify|async_wrapper|python[0-9.]* && sleep 0)", out_module)) > saving
+    assert len(re.findall(r"EXEC .*(AnsiballZ_verify|async_wrapper|python[0-9.]*( && sleep 0)?'?$)", out_module,
+                          re.M)) > saving
     assert as_module["r0"]["results"] == in_worker["r0"]["results"]
     _no_secret(out_module, s)

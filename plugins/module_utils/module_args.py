@@ -69,6 +69,20 @@ CERTIFICATE = {
     "pkcs12": _PKCS12,
 }
 
+# mtls.rollout.certificates' options (also the bench's no-op module's, bench/playbooks/library/mtls_args_only.py)
+CERTIFICATES = {
+    "pki_dir": PKI_DIR,
+    "backend": BACKEND,
+    "openbao": OPENBAO,
+    "issuer": {"type": "str", "required": True},
+    "issuer_passphrase": {"type": "str", "no_log": True},
+    "certificates": {"type": "list", "elements": "dict", "required": True, "options": CERTIFICATE},
+    "defaults": {"type": "dict", "options": CERTIFICATE},  # so no_log reaches the nested pkcs12.password
+    "renew_before_days": {"type": "float"},
+    "force": {"type": "bool", "default": False},
+    "results": {"type": "str", "choices": ["all", "changed"], "default": "all"},
+}
+
 
 def invocation(params, list_option):
     """The result's ``invocation`` with each item of ``list_option`` as given: Ansible's own fills every unset

@@ -302,18 +302,7 @@ def _host_report(name, item, check):
 
 
 SPEC = {
-    "argument_spec": {
-        "pki_dir": module_args.PKI_DIR,
-        "backend": module_args.BACKEND,
-        "openbao": module_args.OPENBAO,
-        "issuer": {"type": "str", "required": True},
-        "issuer_passphrase": {"type": "str", "no_log": True},
-        "certificates": {"type": "list", "elements": "dict", "required": True, "options": module_args.CERTIFICATE},
-        "defaults": {"type": "dict", "options": module_args.CERTIFICATE},  # so no_log reaches the nested pkcs12.password
-        "renew_before_days": {"type": "float"},
-        "force": {"type": "bool", "default": False},
-        "results": {"type": "str", "choices": ["all", "changed"], "default": "all"},
-    },
+    "argument_spec": module_args.CERTIFICATES,
     "supports_check_mode": True,
 }
 

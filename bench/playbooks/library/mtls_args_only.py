@@ -28,18 +28,6 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 
-ARGUMENT_SPEC = {
-    "pki_dir": module_args.PKI_DIR,
-    "backend": module_args.BACKEND,
-    "openbao": module_args.OPENBAO,
-    "issuer": {"type": "str", "required": True},
-    "issuer_passphrase": {"type": "str", "no_log": True},
-    "certificates": {"type": "list", "elements": "dict", "required": True, "options": module_args.CERTIFICATE},
-    "defaults": {"type": "dict", "options": module_args.CERTIFICATE},
-    "renew_before_days": {"type": "float"},
-    "force": {"type": "bool", "default": False},
-    "results": {"type": "str", "choices": ["all", "changed"], "default": "all"},
-}
 
 
 def result(pki_dir, issuer, item, defaults, i):
@@ -61,7 +49,7 @@ def result(pki_dir, issuer, item, defaults, i):
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=module_args.CERTIFICATES, supports_check_mode=True)
     p = module.params
     defaults = p["defaults"] or {}
     results = [result(p["pki_dir"], p["issuer"], item, defaults, i) for i, item in enumerate(p["certificates"])]

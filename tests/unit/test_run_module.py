@@ -75,7 +75,7 @@ def test_a_secret_is_scrubbed_whatever_its_characters(secret):
         module.exit_json(changed=False, deep=[{"k": f"<{secret}>"}], upper=secret.upper(), n=7)
 
     result = run_module("mtls.rollout.x", _code(run), {"name": "n", "secret": secret}, False, False)
-    assert secret not in repr(result["deep"]), result
+    assert secret not in result["deep"][0]["k"], result
     if secret == "7":
         assert result["n"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER", result
 

@@ -29,7 +29,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mtls.rollout.plugins.module_utils import module_args
 
 
-
 def result(pki_dir, issuer, item, defaults, i):
     """What certificates returns for an issued host-key leaf (values of the real ones' lengths)."""
     def opt(key):

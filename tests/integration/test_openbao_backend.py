@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl, csr, keys, pem, specs
+from ansible_collections.mtls.rollout.plugins.module_utils.pki import crl, csr, keys, pem, pkcs12, specs
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.choice import backend as choose
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.openbao import _csr
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
@@ -95,11 +95,17 @@ def test_a_refused_name_fails_that_item_and_keeps_the_others(bao, hierarchy, sto
     ({"name": "u", "profile": "client", "common_name": "u", "crl_url": "http://crl.example.com/"},
      "crl_url is not supported"),
 ])
-def test_leaf_specs_openbao_cannot_honour_are_refused_before_signing(bao, hierarchy, store, item, hint):
+@pytest.mark.parametrize("before", [0, 24])
+def test_leaf_specs_openbao_cannot_honour_are_refused_before_signing(bao, hierarchy, store, item, hint, before,
+                                                                     monkeypatch):
+    """Alone, or last of a list long enough to be signed in chunks (writers forked between them): nothing of the
+    list is signed."""
+    monkeypatch.setattr(pkcs12, "PARALLEL_MIN", 1)
     b = backend(bao, store)
     count = issued_count(b)
+    fine = [{"name": f"ok{i}", "profile": "client", "common_name": f"ok{i}"} for i in range(before)]
     with pytest.raises(PkiError, match=hint):
-        ensure_leaves(store, "clients", [specs.leaf_spec(item)], backend=b)
+        ensure_leaves(store, "clients", [specs.leaf_spec(i) for i in fine + [item]], backend=b)
     assert issued_count(b) == count
 
 

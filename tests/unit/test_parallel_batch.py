@@ -105,3 +105,76 @@ def test_a_batch_of_host_keys_writes_only_certificates_and_chains(pki, parallel,
         assert r["action"] == "issued"
         assert sorted(os.listdir(pki.leaf_path(name))) == ["ca.pem", "cert.pem", "chain.pem", "fullchain.pem"]
     assert temp_files(pki.root) == []
+
+
+def test_writers_start_while_later_leaves_are_still_being_signed(pki, parallel, monkeypatch):
+    """Many leaves are signed and written in chunks: the first chunk's writer is forked before the last chunk is
+    signed, so bundling overlaps signing; what lands in the store is the same."""
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.local import LocalBackend
+    events = []
+    real_sign, real_fork = LocalBackend.sign_many, pkcs12.Batch._fork
+
+    def sign_many(self, issuer, requests, *args, **kwargs):
+        events.append(("sign", len(requests)))
+        return real_sign(self, issuer, requests, *args, **kwargs)
+
+    def fork(self, lo, hi):
+        events.append(("fork", hi - lo))
+        return real_fork(self, lo, hi)
+    monkeypatch.setattr(LocalBackend, "sign_many", sign_many)
+    monkeypatch.setattr(pkcs12.Batch, "_fork", fork)
+    results = issue(pki, "int", _leaves(16))
+    signs = [i for i, (kind, _n) in enumerate(events) if kind == "sign"]
+    forks = [i for i, (kind, _n) in enumerate(events) if kind == "fork"]
+    assert len(signs) > 1 and forks and forks[0] < signs[-1], events
+    assert sum(n for kind, n in events if kind == "sign") == 16
+    assert {r["action"] for r in results} == {"issued"} and parallel == [True]
+    for i in range(16):
+        with open(pki.leaf_path(f"c{i}", "bundle.p12"), "rb") as f:
+            _key, cert, _cas = crypto_pkcs12.load_key_and_certificates(f.read(), P12["password"].encode())
+        assert cert.subject.rfc4514_string() == f"CN=c{i}"
+    assert temp_files(pki.root) == []
+    assert {r["action"] for r in issue(pki, "int", _leaves(16))} == {"unchanged"}
+
+
+def test_a_writer_killed_by_a_signal_fails_the_run_and_leaves_the_store_as_it_was(pki, parallel, monkeypatch):
+    """A writer that dies without a word (the OOM killer, kill -9 of that process alone): the run fails saying so,
+    the other writers are stopped, and the store is as it was, with no temp file."""
+    import signal
+    issue(pki, "int", _leaves(2))
+    real = pkcs12.bundle
+
+    def killed_at_c9(spec, key, cert, chain):  # runs in the forked writer
+        if cert.subject.rfc4514_string() == "CN=c9":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(spec, key, cert, chain)
+    monkeypatch.setattr(pkcs12, "bundle", killed_at_c9)
+    before = snapshot(pki.root)
+    with pytest.raises(Exception) as info:
+        issue(pki, "int", _leaves(16), force=True)
+    assert getattr(info.value, "code", None) == "writer_died", info.value
+    assert "signal 9" in str(info.value)
+    assert snapshot(pki.root) == before and temp_files(pki.root) == []
+
+
+def test_the_cyclic_collector_is_paused_for_a_run_and_left_as_it_was(pki, monkeypatch):
+    import gc
+    from ansible_collections.mtls.rollout.plugins.module_utils.pki.backends.local import LocalBackend
+    seen, real = [], LocalBackend.sign_many
+
+    def sign_many(self, *args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(LocalBackend, "sign_many", sign_many)
+    assert gc.isenabled()
+    issue(pki, "int", _leaves(2))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(Exception, match="no-such-ca"):  # raised inside the run
+        issue(pki, "no-such-ca", _leaves(2))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        issue(pki, "int", _leaves(3))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -7,6 +7,8 @@ report the control node refuses (``HOST_REFUSALS``) fails that item alone: its r
 and nothing of it is written, while the other items are issued or left alone as usual.
 """
 
+import contextlib
+import gc
 import hashlib
 import hmac
 import json
@@ -64,7 +66,7 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             raise PkiError(f"certificate name {spec.name!r} appears twice in the list: names must be unique")
         seen.add(spec.name)
     sweep = specs_mod.task_window_warnings(specs, renew_before_days)
-    with store.lock(create=not check):
+    with _cyclic_gc_paused(), store.lock(create=not check):
         index = store.load_index()
         try:
             auth = backend.issuer(issuer_name, issuer_passphrase)
@@ -89,55 +91,103 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
             auth.require_usable(now)
             for p in issuing:
                 _check_constraints(auth, p.spec)
+            backend.refuse_unsupported([p.spec for p in issuing])
         txn = store.transaction()
         befores = [p.cert for p in plans]
-        batch = None
+        batch = pkcs12.Batch()
         try:
             failed = []
-            if not check:
-                keeper = _Keep(txn, issuing, auth)
-                try:
-                    failed = _issue(issuing, auth, backend, index, now, keeper)
-                finally:
-                    keeper.wait()
+            if check:
+                derived = {id(p): _stage_files(store, txn, auth, p, index, True)
+                           for p in plans if not p.reasons and p.facts is None}
+            else:
+                failed, derived = _issue_and_stage(store, txn, auth, backend, plans, index, now, batch)
                 keep = [i for i, p in enumerate(plans) if p.error is None]
                 plans, befores = [plans[i] for i in keep], [befores[i] for i in keep]
-                for p in plans:
-                    if p.facts is not None:
-                        continue
-                    if not p.reasons:
-                        issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
-                    p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
-            derived = [[] if check and p.reasons or p.facts is not None
-                       else _stage_files(store, txn, auth, p, index, check) for p in plans]
-            if not check:
-                batch = _start_writing(store, txn, auth, plans, index)
             # built while worker processes (if any) write the files and make the bundles
-            done = {id(p): _result(store, p, before, d, check and bool(p.reasons))
-                    for p, before, d in zip(plans, befores, derived)}
+            done = {id(p): _result(store, p, before, derived.get(id(p), []), check and bool(p.reasons))
+                    for p, before in zip(plans, befores)}
             results = [_refused_result(p) if p.refused is not None else done[id(p)]
                        for p in planned if p.error is None]  # a sign error fails the task below
             if check:
                 return results
+            unsound = _unsound(plans, auth, renew_before_days, now)
             _finish_bundles(store, txn, auth, plans, index, batch)
             written = _written(txn, index)
             # the index alone may have changed too: a certificate on disk it did not know (reconcile)
             if txn.pending or index.changed or store.read(store.index_path) is None:
                 txn.write(store.index_path, index.dumps(), KEY_MODE)
                 txn.commit()
-            _record(verdicts, store, auth, plans, [done[id(p)] for p in plans], index, written, renew_before_days,
-                    now)
+            _record(verdicts, store, plans, [done[id(p)] for p in plans], index, written, renew_before_days, unsound)
             if failed:  # what was signed is kept (a re-run deploys it); nothing reached any host yet
                 raise PkiError(f"{len(failed)} of {len(issuing)} certificate(s) not issued: "
                                + "; ".join(f"{p.spec.name}: {p.error}" for p in failed), failed[0].error.code)
             return results
         except BaseException:
+            batch.close()  # first: no writer may make a temp file once abort removed them
             txn.abort()
             raise
         finally:
             store.digests = None
-            if batch is not None:
-                batch.close()
+            batch.close()
+
+
+def _issue_and_stage(store, txn, auth, backend, plans, index, now, batch):
+    """Issue what must be, stage every file that changes and start ``batch``'s writers; returns (the plans the
+    backend did not sign, {id(plan): the derived files it changed}). With many leaves to write, in chunks: a
+    chunk's temp files and bundles are written by a forked writer while the next chunk is signed and staged."""
+    for p in plans:
+        if p.facts is None:
+            if not p.reasons:
+                issuance.reconcile(index, "leaf", p.spec.name, auth.name, p.cert, p.spec.profile)
+            p.bundle_change = _bundle_change(store, p, index, bool(p.reasons), auth)
+    bundles = sum(1 for p in plans if p.bundle_change and _store_bundle(p.spec) and p.spec.pkcs12.password)
+    n = pkcs12.workers(bundles, 5 * sum(1 for p in plans if p.reasons))
+    failed, derived = [], {}
+    for chunk in _chunks(plans, 4 * n) if n > 1 else [plans]:
+        signing = [p for p in chunk if p.reasons]
+        if signing:
+            keeper = _Keep(txn, signing, auth)
+            try:
+                failed += _issue(signing, auth, backend, index, now, keeper)
+            finally:
+                keeper.wait()
+        chunk = [p for p in chunk if p.error is None]
+        derived.update((id(p), _stage_files(store, txn, auth, p, index, False)) for p in chunk if p.facts is None)
+        if n > 1:
+            _start_writing(store, txn, auth, chunk, index, batch, 1)
+    if n == 1:  # little to sign, but maybe much to write (e.g. every leaf's chain after its CA's renewal)
+        n = pkcs12.workers(bundles, len(txn.pending))
+        if n > 1:
+            _start_writing(store, txn, auth, [p for p in plans if p.error is None], index, batch, n)
+    return failed, derived
+
+
+def _chunks(plans, k):
+    """``plans`` in up to ``k`` consecutive parts, each with about as many leaves to sign or bundle."""
+    busy = sum(1 for p in plans if p.reasons or p.bundle_change)
+    size, chunk, count, out = max(1, -(-busy // k)), [], 0, []
+    for p in plans:
+        chunk.append(p)
+        count += bool(p.reasons or p.bundle_change)
+        if count == size:
+            out.append(chunk)
+            chunk, count = [], 0
+    return out + [chunk] if chunk else out
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused():
+    """A run makes objects by the hundred thousand and frees them by reference counting; the cyclic collector
+    would only walk the host process's heap again and again (0.1 s at 1,000 leaves in Ansible's worker) and copy
+    the pages the forked writers share. It is paused for the run (as ``gc.disable``), then left as it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _recorded(verdicts, spec, index, auth, now):
@@ -168,16 +218,23 @@ def _written(txn, index):
     return out
 
 
-def _record(verdicts, store, auth, plans, results, index, written, renew_before_days, now):
+def _unsound(plans, auth, renew_before_days, now):
+    """The ids of the controller-key leaves issued in this run that a re-run's full check would issue again:
+    their verdict is never recorded (``_record``). Checked while the writers run."""
+    return {id(p) for p in plans
+            if p.reasons and p.facts is None and p.spec.key_location == "controller" and p.key is not None
+            and (renewal.key_changed(p.spec.key, p.key)
+                 or _reasons(p.spec, p.cert, p.key.public_key(), auth, renew_before_days, False, now))}
+
+
+def _record(verdicts, store, plans, results, index, written, renew_before_days, unsound):
     """Record the verdict of every controller-key leaf the full check found (or this run made) up to date: what
     the store now holds for it is what was read or written in this run, and a full check of it finds nothing
-    (for a leaf issued in this run, checked here; for the others, the check of this run found no reason)."""
+    (for a leaf issued in this run, ``_unsound``; for the others, the check of this run found no reason)."""
     for p, result in zip(plans, results):
         spec = p.spec
-        if p.facts is not None or spec.key_location != "controller" or p.cert is None or p.key is None:
-            continue
-        if p.reasons and (renewal.key_changed(spec.key, p.key)  # issued in this run: checked as a re-run would
-                          or _reasons(spec, p.cert, p.key.public_key(), auth, renew_before_days, False, now)):
+        if (p.facts is not None or spec.key_location != "controller" or p.cert is None or p.key is None
+                or id(p) in unsound):
             continue
         hashes = {}
         for f in store_mod.LEAF_FILES:
@@ -462,14 +519,11 @@ def _stage_files(store, txn, auth, p, index, check):
     return derived
 
 
-def _start_writing(store, txn, auth, plans, index):
-    """With much to write (many bundles or files), start a ``pkcs12.Batch``: forked workers make the new bundles
-    and write the temp files of everything staged, while the caller builds the results; else None (the bundles
-    are made in ``_finish_bundles``, the files written by the commit, as for a few leaves)."""
+def _start_writing(store, txn, auth, plans, index, batch, processes):
+    """Hand what is staged for ``plans``, and their new bundles, to ``processes`` new writers of ``batch``: forked
+    workers make the bundles and write the temp files while the caller goes on. (For a few leaves, nothing is
+    handed over: ``_finish_bundles`` makes the bundles here and the commit writes the files.)"""
     jobs = [p for p in plans if p.bundle_change and _store_bundle(p.spec) is not None]
-    n = pkcs12.workers(sum(1 for p in jobs if p.spec.pkcs12.password), len(txn.pending))
-    if n < 2:
-        return None
     for p in plans:
         if p.bundle_change and _store_bundle(p.spec) is None:
             _stage_bundle(txn, p, auth, index)
@@ -479,7 +533,7 @@ def _start_writing(store, txn, auth, plans, index):
         if temp[1] is not store_mod.EXTERNAL:
             by_dir.setdefault(os.path.dirname(path), []).append(temp)
     bundling = {id(p) for p in jobs}
-    items, batch_plans = [], []
+    items, owners = [], []
     for p in plans:
         files = by_dir.pop(os.path.dirname(store.leaf_path(p.spec.name, "cert.pem")), [])
         if id(p) in bundling:
@@ -490,16 +544,16 @@ def _start_writing(store, txn, auth, plans, index):
             items.append((None, None, files))
         else:
             continue
-        batch_plans.append(p)
-    items += [(None, None, files) for files in by_dir.values()]
-    batch = pkcs12.Batch(items, n)
-    batch.plans = batch_plans
-    return batch
+        owners.append(p)
+    for files in by_dir.values():
+        items.append((None, None, files))
+        owners.append(None)
+    batch.add(items, owners, processes)
 
 
 def _finish_bundles(store, txn, auth, plans, index, batch):
     """Stage the bundles that change: wait for the batch's, or make them here (a few leaves)."""
-    if batch is None:
+    if not batch.items:
         for p in plans:
             if p.bundle_change:
                 data = pkcs12.bundle(p.spec.pkcs12, p.key, p.cert, auth.intermediates + [auth.root]) \

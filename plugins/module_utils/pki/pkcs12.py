@@ -1,7 +1,10 @@
 """PKCS#12 bundles in two encryption profiles."""
 
+import contextlib
 import hashlib
 import os
+import pickle  # nosec B403: a forked writer answers its parent over a private pipe
+import signal
 import sys
 
 from ..cryptography_dep import record_missing
@@ -13,6 +16,7 @@ except ImportError:  # modules fail with missing_required_lib('cryptography'): s
     record_missing()
 
 from . import store
+from .errors import PkiError
 
 # modern: AES-256-CBC with PBKDF2-HMAC-SHA256 and a SHA-256 MAC (OpenSSL 3 default; macOS 14+,
 #         Windows 10 1709+, Java 11.0.12+, Firefox, Chromium/NSS).
@@ -36,11 +40,10 @@ def bundle(spec, key, cert, chain):
     return pkcs12.serialize_key_and_certificates(spec.friendly_name.encode(), key, cert, cas or None, enc)
 
 
-# Serializing a `modern` bundle costs two PBKDF2 derivations of 20000 rounds (~7 ms on one core); from this
+# Serializing a `modern` bundle costs two PBKDF2 derivations of 20000 rounds (~5 ms on one core); from this
 # many bundles (or PARALLEL_MIN * 8 other files) on, ``Batch`` spreads a run's writing over forked worker
 # processes (Linux, more than one CPU).
 PARALLEL_MIN = 16
-_BATCHES = {}  # id -> items, inherited by the forked workers (keys never cross a pipe; only digests come back)
 
 
 def bundles(jobs):
@@ -62,57 +65,119 @@ def workers(n_bundles, n_files):
 
 class Batch:
     """The temp files of a transaction (``store.Transaction.plan_temps``), written by forked worker processes
-    while the caller goes on: each item is (bundle job (spec, key, cert, chain) or None, the bundle's temp path,
-    [(temp path, data, mode)] of other files). ``get`` returns the SHA-256 (hex) of each item's bundle (None
-    without one), in order. With one worker (``workers``) or when fork fails, ``get`` writes them here and
-    now. Always ``close`` it."""
+    while the caller goes on. Each item is (bundle job (spec, key, cert, chain) or None, the bundle's temp path,
+    [(temp path, data, mode)] of other files). ``add`` forks its writers at once: they inherit their items, so
+    keys never cross a pipe, and only the bundles' digests come back. A caller can add while earlier writers
+    run (e.g. sign the next leaves meanwhile). ``get`` returns the SHA-256 (hex) of each item's bundle (None
+    without one), in the order added; what no process took (a fork failed) it writes here and now. Always
+    ``close`` it: writers still running are killed."""
 
-    def __init__(self, items, n_workers):
-        self.items, self._pool, self._async = items, None, None
-        if n_workers < 2:
-            return
-        import multiprocessing
-        _BATCHES[id(self)] = items
-        try:
-            self._pool = multiprocessing.get_context("fork").Pool(n_workers, _die_with_parent, (os.getpid(),))
-        except (OSError, ValueError):  # no fork here, or no processes left: write them in this one
-            _BATCHES.pop(id(self), None)
-            return
-        self._async = self._pool.map_async(_item_at, [(id(self), i) for i in range(len(items))],
-                                           chunksize=max(1, len(items) // (n_workers * 8)))
+    def __init__(self):
+        self.items, self.plans, self._parts = [], [], []  # parts: [first, end, pid or None, read fd]
 
     @property
     def parallel(self):
-        return self._async is not None
+        return any(part[2] for part in self._parts)
+
+    def add(self, items, plans=(), processes=1):
+        """Hand ``items`` (and the plans they belong to, for the caller) to ``processes`` new writers."""
+        first = len(self.items)
+        self.items += items
+        self.plans += plans
+        size = max(1, -(-len(items) // max(1, processes)))
+        for lo in range(first, len(self.items), size):
+            hi = min(lo + size, len(self.items))
+            self._parts.append([lo, hi, *self._fork(lo, hi)])
+
+    def _fork(self, lo, hi):
+        parent = os.getpid()
+        read, write = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:  # no processes left: get() writes these here
+            os.close(read)
+            os.close(write)
+            return None, None
+        if pid == 0:
+            os.close(read)
+            _work(self.items[lo:hi], write, parent)  # never returns
+        os.close(write)
+        return pid, read
 
     def get(self):
-        if self._async is None:
-            return [_write_item(item) for item in self.items]
-        return self._async.get()
+        out = [None] * len(self.items)
+        for lo, hi, pid, _fd in self._parts:
+            if pid is None:
+                out[lo:hi] = [_write_item(item) for item in self.items[lo:hi]]
+        for part in self._parts:
+            if part[2] is not None:
+                out[part[0]:part[1]] = _collect(part)
+        return out
 
     def close(self):
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-        _BATCHES.pop(id(self), None)
+        for part in self._parts:
+            if part[2] is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(part[2], signal.SIGKILL)
+                _collect(part, check=False)
+        self._parts = []
+
+
+def _work(items, fd, parent):
+    """A writer's life: write ``items``, send back ("ok", digests) or ("error", the exception), exit."""
+    code = 1
+    try:
+        _die_with_parent(parent)
+        try:
+            out = ("ok", [_write_item(item) for item in items])
+            if items:
+                store.sync_ahead(items[0][1] or items[0][2][0][0])
+        except BaseException as e:  # pylint: disable=broad-exception-caught  # the parent raises it
+            out = ("error", e)
+        try:
+            data = pickle.dumps(out)
+        except Exception:  # pylint: disable=broad-exception-caught  # an exception that does not pickle
+            data = pickle.dumps(("error", RuntimeError(repr(out[1]))))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _collect(part, check=True):
+    """Read a writer's answer and reap it; returns its digests (raises what it raised)."""
+    _lo, _hi, pid, fd = part
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    _pid, status = os.waitpid(pid, 0)
+    part[2] = part[3] = None
+    if not check:
+        return None
+    if not data or status != 0:
+        raise PkiError(f"a worker process writing the store's files died ({_describe(status)}, e.g. out of memory); "
+                       f"nothing was written, run again", "writer_died")
+    kind, value = pickle.loads(data)  # nosec B301: from our own forked child, over its private pipe
+    if kind == "error":
+        raise value
+    return value
+
+
+def _describe(status):
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
 
 
 def _die_with_parent(parent):
-    """A worker holds keys in memory: when the module dies (kill -9) it dies at once, not after its chunk."""
+    """A worker holds keys in memory: when the module dies (kill -9) it dies at once, not after its items."""
     import ctypes
-    import signal
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
-
-
-def _item_at(where):
-    batch, i = where
-    return _write_item(_BATCHES[batch][i])
 
 
 def _write_item(item):

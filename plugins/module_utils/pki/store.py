@@ -31,13 +31,17 @@ class Store:
     def __init__(self, root):
         self.root = os.path.abspath(os.path.expanduser(root))
         self._checked = set()  # directories check_path found safe
+        self._leaf_dirs = {}
         self.digests = None  # {path: SHA-256 hex of what ``read`` returned (ABSENT: no file)} when a dict
 
     def ca_path(self, name, filename=""):
         return os.path.join(self.root, "ca", name, filename)
 
     def leaf_path(self, name, filename=""):
-        return os.path.join(self.root, "certs", name, filename)
+        base = self._leaf_dirs.get(name)  # asked for ~20 times per leaf and run
+        if base is None:
+            base = self._leaf_dirs[name] = os.path.join(self.root, "certs", name, "")
+        return base + filename
 
     @property
     def index_path(self):
@@ -430,8 +434,9 @@ class Transaction:
                 _sync_filesystems(dirs)
             # Keys first: a crash (no rollback) between renames leaves at worst a certificate that does not
             # match its key, which the next run detects (key_mismatch) and mends.
+            new_dirs = set(made)  # made by this transaction: nothing in them to put back
             for tmp, path in sorted(temps, key=lambda t: not t[1].endswith("key.pem")):
-                old = _set_aside(path, keep=True)
+                old = None if os.path.dirname(path) in new_dirs else _set_aside(path, keep=True)
                 try:
                     os.replace(tmp, path)
                 except BaseException:
@@ -544,6 +549,15 @@ def write_temp(tmp, data, mode):
         with contextlib.suppress(FileExistsError):
             os.mkdir(os.path.dirname(tmp), DIR_MODE)
         _write_temp(None, data, mode, sync=_syncfs() is None, tmp=tmp)
+
+
+def sync_ahead(path):
+    """Flush the filesystem of ``path`` now, where the commit syncs whole filesystems: a writer process that is
+    done does it while the others still work, so the commit's own sync (the guarantee) finds little left to do.
+    A failure is left for that sync to report."""
+    if _syncfs() is not None:
+        with contextlib.suppress(OSError):
+            _syncfs()(os.path.dirname(path))
 
 
 def write_cache(path, data, mode):

@@ -99,6 +99,10 @@ class Backend:
         """The issuing CA ``name``, an ``Issuer`` (PkiError code ``no_issuer`` when it does not exist)."""
         raise NotImplementedError
 
+    def refuse_unsupported(self, specs):
+        """Raise ``PkiError`` (code ``unsupported``) for a leaf spec this backend cannot sign: called for a run's
+        whole list before anything is signed, as a run may sign in chunks."""
+
     def sign_many(self, issuer, requests, index, now, on_signed=None):
         """Certify every ``SignRequest``; one x509 certificate (or a ``Signed``) or ``SignError`` per request, in order.
         ``index`` is the store's issuance record, for serials never reused (records are added by the caller).

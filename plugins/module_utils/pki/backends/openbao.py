@@ -456,10 +456,13 @@ class OpenBaoBackend(Backend):
         issuer.mount = mount
         return issuer
 
+    def refuse_unsupported(self, specs):
+        for spec in specs:
+            _leaf_supported(spec)
+
     def sign_many(self, issuer, requests, index, now, on_signed=None):
         """Through ``<mount>/sign/<profile>`` over the client's pool; a controller key is sent as a CSR."""
-        for req in requests:
-            _leaf_supported(req.spec)
+        self.refuse_unsupported([req.spec for req in requests])
         # each certificate is checked against the key to certify (the CSR's: the host's report read it)
         batch = [{"csr_pem": req.csr_pem or _csr(req.key), "public_der": keys.public_der(req.public_key),
                   "profile": req.spec.profile, "common_name": req.spec.subject.common_name or "",

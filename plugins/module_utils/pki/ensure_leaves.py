@@ -164,15 +164,17 @@ def _issue_and_stage(store, txn, auth, backend, plans, index, now, batch):
 
 
 def _chunks(plans, k):
-    """``plans`` in up to ``k`` consecutive parts, each with about as many leaves to sign or bundle."""
+    """``plans`` in about ``k`` consecutive parts, each with about as many leaves to sign or bundle, but the first
+    with half as many: the first writer starts sooner."""
     busy = sum(1 for p in plans if p.reasons or p.bundle_change)
-    size, chunk, count, out = max(1, -(-busy // k)), [], 0, []
+    size = max(1, -(-busy // k))
+    chunk, count, out, limit = [], 0, [], max(1, size // 2)
     for p in plans:
         chunk.append(p)
         count += bool(p.reasons or p.bundle_change)
-        if count == size:
+        if count == limit:
             out.append(chunk)
-            chunk, count = [], 0
+            chunk, count, limit = [], 0, size
     return out + [chunk] if chunk else out
 
 

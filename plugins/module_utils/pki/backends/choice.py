@@ -2,8 +2,6 @@
 
 from ..errors import PkiError
 from .local import LocalBackend
-from .openbao import OpenBaoBackend
-from .openbao_http import Client, OpenBaoError
 
 CLIENT_OPTIONS = ("addr", "token", "role_id", "secret_id", "ca_cert", "insecure", "namespace", "mount_prefix")
 
@@ -16,6 +14,8 @@ def backend(store, name="local", openbao=None):
         return chosen
     if name != "openbao":
         raise PkiError(f"unknown backend {name!r}: use 'local' (the store) or 'openbao'", "config")
+    from .openbao import OpenBaoBackend  # imported when chosen: every run of a local store is spared it
+    from .openbao_http import Client, OpenBaoError
     options = {k: v for k, v in (openbao or {}).items() if k in CLIENT_OPTIONS and v not in (None, "", [])}
     if not options.get("addr"):
         raise PkiError("backend openbao needs openbao.addr (mtls_openbao_addr): the URL of OpenBao or a list of its "

@@ -144,7 +144,7 @@ def _issue_and_stage(store, txn, auth, backend, plans, index, now, batch):
     bundles = sum(1 for p in plans if p.bundle_change and _store_bundle(p.spec) and p.spec.pkcs12.password)
     n = pkcs12.workers(bundles, 5 * sum(1 for p in plans if p.reasons))
     failed, derived = [], {}
-    for chunk in _chunks(plans, 4 * n) if n > 1 else [plans]:
+    for chunk in _chunks(plans, n) if n > 1 else [plans]:
         signing = [p for p in chunk if p.reasons]
         if signing:
             keeper = _Keep(txn, signing, auth)
@@ -163,11 +163,12 @@ def _issue_and_stage(store, txn, auth, backend, plans, index, now, batch):
     return failed, derived
 
 
-def _chunks(plans, k):
-    """``plans`` in about ``k`` consecutive parts, each with about as many leaves to sign or bundle, but the first
-    with half as many: the first writer starts sooner."""
+def _chunks(plans, processes):
+    """``plans`` in consecutive parts with about as many leaves to sign or bundle each: 4 per writer process, or
+    fewer for less work (64+ leaves each, as a chunk costs a fork and a batch of signing), but the first with half
+    as many: the first writer starts sooner."""
     busy = sum(1 for p in plans if p.reasons or p.bundle_change)
-    size = max(1, -(-busy // k))
+    size = max(1, -(-busy // max(2, min(4 * processes, busy // (4 * pkcs12.PARALLEL_MIN)))))
     chunk, count, out, limit = [], 0, [], max(1, size // 2)
     for p in plans:
         chunk.append(p)

@@ -178,3 +178,24 @@ def test_the_cyclic_collector_is_paused_for_a_run_and_left_as_it_was(pki, monkey
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_many_derived_files_and_nothing_to_sign_are_written_by_workers(pki, parallel, monkeypatch):
+    """Nothing to sign but a file of every leaf out of date (here each leaf's ca.pem, lost): written by workers in
+    one go, as the store wants them, and a re-run touches nothing."""
+    monkeypatch.setattr(pkcs12, "PARALLEL_MIN", 1)
+    issue(pki, "int", _leaves(12))
+    parallel.clear()
+    with open(pki.leaf_path("c0", "ca.pem"), "rb") as f:
+        want = f.read()
+    for i in range(12):
+        os.unlink(pki.leaf_path(f"c{i}", "ca.pem"))
+    results = issue(pki, "int", _leaves(12))
+    assert parallel == [True]
+    assert {r["action"] for r in results} == {"updated"} and {tuple(r["reasons"]) for r in results} == {
+        ("ca.pem out of date",)}
+    for i in range(12):
+        with open(pki.leaf_path(f"c{i}", "ca.pem"), "rb") as f:
+            assert f.read() == want
+    assert temp_files(pki.root) == []
+    assert {r["action"] for r in issue(pki, "int", _leaves(12))} == {"unchanged"}

@@ -199,3 +199,18 @@ def test_many_derived_files_and_nothing_to_sign_are_written_by_workers(pki, para
             assert f.read() == want
     assert temp_files(pki.root) == []
     assert {r["action"] for r in issue(pki, "int", _leaves(12))} == {"unchanged"}
+
+
+def test_no_process_left_to_fork_writes_everything_here(pki, parallel, monkeypatch):
+    """fork fails (EAGAIN: the user's process limit): the run writes the chunks in its own process instead."""
+    def no_fork():
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    monkeypatch.setattr(pkcs12.os, "fork", no_fork)
+    results = issue(pki, "int", _leaves(6))
+    assert parallel == [False] and {r["action"] for r in results} == {"issued"}
+    for i in range(6):
+        with open(pki.leaf_path(f"c{i}", "bundle.p12"), "rb") as f:
+            key, cert, _cas = crypto_pkcs12.load_key_and_certificates(f.read(), P12["password"].encode())
+        assert keys.public_der(key) == keys.public_der(cert.public_key())
+    assert temp_files(pki.root) == []
+    assert {r["action"] for r in issue(pki, "int", _leaves(6))} == {"unchanged"}

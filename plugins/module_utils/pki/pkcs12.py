@@ -74,10 +74,11 @@ class Batch:
 
     def __init__(self):
         self.items, self.plans, self._parts = [], [], []  # parts: [first, end, pid or None, read fd]
+        self.forked = 0
 
     @property
     def parallel(self):
-        return any(part[2] for part in self._parts)
+        return self.forked > 0
 
     def add(self, items, plans=(), processes=1):
         """Hand ``items`` (and the plans they belong to, for the caller) to ``processes`` new writers."""
@@ -102,6 +103,7 @@ class Batch:
             os.close(read)
             _work(self.items[lo:hi], write, parent)  # never returns
         os.close(write)
+        self.forked += 1
         return pid, read
 
     def get(self):

@@ -109,6 +109,15 @@ def test_leaf_specs_openbao_cannot_honour_are_refused_before_signing(bao, hierar
     assert issued_count(b) == count
 
 
+def test_check_mode_names_a_spec_openbao_cannot_honour(bao, hierarchy, store):
+    """Check mode tells the truth: the run it previews would be refused, so it is refused too."""
+    b = backend(bao, store)
+    with pytest.raises(PkiError, match="crl_url is not supported"):
+        ensure_leaves(store, "clients", [specs.leaf_spec({"name": "u", "profile": "client", "common_name": "u",
+                                                          "crl_url": "http://crl.example.com/"})],
+                      backend=b, check=True)
+
+
 def test_host_key_csr_is_signed_and_revoked_from_an_empty_cache(bao, hierarchy, store, tmp_path):
     b = backend(bao, store)
     key = keys.generate(keys.key_spec("ec"))

@@ -20,6 +20,13 @@ from pkitest import by_name, issue, snapshot, temp_files
 P12 = {"password": "batch-pass", "encryption": "modern"}
 
 
+class TwoPartError(Exception):
+    """Pickles, but does not unpickle: its __init__ needs two arguments and its args hold one."""
+
+    def __init__(self, first, second):
+        super().__init__(f"{first}: {second}")
+
+
 def _leaves(count, prefix="c"):
     return [{"name": f"{prefix}{i}", "common_name": f"{prefix}{i}", "profile": "client", "pkcs12": P12}
             for i in range(count)]
@@ -214,3 +221,35 @@ def test_no_process_left_to_fork_writes_everything_here(pki, parallel, monkeypat
         assert keys.public_der(key) == keys.public_der(cert.public_key())
     assert temp_files(pki.root) == []
     assert {r["action"] for r in issue(pki, "int", _leaves(6))} == {"unchanged"}
+
+
+def test_a_writer_that_fails_before_its_work_never_runs_the_callers_code(pki, parallel, monkeypatch):
+    """An exception in the forked writer before it is under way (here _work itself raising) ends that process: it
+    never unwinds into the caller's except and finally clauses (which would kill its siblings and abort the
+    parent's transaction from the child). The parent sees a writer that died and leaves the store as it was."""
+    issue(pki, "int", _leaves(2))
+
+    def broken(*_args):
+        raise RuntimeError("broken before the work")
+    monkeypatch.setattr(pkcs12, "_work", broken)
+    before = snapshot(pki.root)
+    with pytest.raises(Exception) as info:
+        issue(pki, "int", _leaves(8), force=True)
+    assert getattr(info.value, "code", None) == "writer_died", info.value
+    assert "exit status 1" in str(info.value)
+    assert snapshot(pki.root) == before and temp_files(pki.root) == []
+
+
+def test_a_writer_error_that_cannot_travel_back_is_reported_by_its_text(pki, parallel, monkeypatch):
+    issue(pki, "int", _leaves(2))
+    real = pkcs12.bundle
+
+    def fails_at_c5(spec, key, cert, chain):  # runs in the forked writer
+        if cert.subject.rfc4514_string() == "CN=c5":
+            raise TwoPartError("the token store", "refused")
+        return real(spec, key, cert, chain)
+    monkeypatch.setattr(pkcs12, "bundle", fails_at_c5)
+    before = snapshot(pki.root)
+    with pytest.raises(RuntimeError, match="the token store: refused"):
+        issue(pki, "int", _leaves(8), force=True)
+    assert snapshot(pki.root) == before and temp_files(pki.root) == []

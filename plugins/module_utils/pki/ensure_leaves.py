@@ -124,8 +124,10 @@ def ensure_leaves(store, issuer_name, specs, issuer_passphrase=None, renew_befor
                                + "; ".join(f"{p.spec.name}: {p.error}" for p in failed), failed[0].error.code)
             return results
         except BaseException:
-            batch.close()  # first: no writer may make a temp file once abort removed them
-            txn.abort()
+            try:
+                batch.close()  # first: no writer may make a temp file once abort removed them
+            finally:
+                txn.abort()
             raise
         finally:
             store.digests = None

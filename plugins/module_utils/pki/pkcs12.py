@@ -73,15 +73,18 @@ class Batch:
     ``close`` it: writers still running are killed."""
 
     def __init__(self):
-        self.items, self.plans, self._parts = [], [], []  # parts: [first, end, pid or None, read fd]
+        # parts: [first, end, pid, read fd]; pid None: no writer took them (get writes them), 0: answer collected
+        self.items, self.plans, self._parts = [], [], []
         self.forked = 0
 
     @property
     def parallel(self):
         return self.forked > 0
 
-    def add(self, items, plans=(), processes=1):
-        """Hand ``items`` (and the plans they belong to, for the caller) to ``processes`` new writers."""
+    def add(self, items, plans, processes=1):
+        """Hand ``items`` to ``processes`` new writers; ``plans`` (one per item, or None) are for the caller."""
+        if len(plans) != len(items):
+            raise ValueError(f"{len(items)} items but {len(plans)} plans")
         first = len(self.items)
         self.items += items
         self.plans += plans
@@ -92,36 +95,44 @@ class Batch:
 
     def _fork(self, lo, hi):
         parent = os.getpid()
-        read, write = os.pipe()
+        try:
+            read, write = os.pipe()
+        except OSError:  # no file descriptors left: get() writes these here
+            return None, None
         try:
             pid = os.fork()
         except OSError:  # no processes left: get() writes these here
             os.close(read)
             os.close(write)
             return None, None
-        if pid == 0:
-            os.close(read)
-            _work(self.items[lo:hi], write, parent)  # never returns
+        if pid == 0:  # the writer: whatever happens, it never returns into the caller's code
+            try:
+                os.close(read)
+                _work(self.items[lo:hi], write, parent)
+            finally:
+                os._exit(1)
         os.close(write)
         self.forked += 1
         return pid, read
 
     def get(self):
+        """The digests, once: writes what no writer took, then waits for each writer's answer."""
         out = [None] * len(self.items)
         for lo, hi, pid, _fd in self._parts:
             if pid is None:
                 out[lo:hi] = [_write_item(item) for item in self.items[lo:hi]]
         for part in self._parts:
-            if part[2] is not None:
+            if part[2]:
                 out[part[0]:part[1]] = _collect(part)
         return out
 
     def close(self):
         for part in self._parts:
-            if part[2] is not None:
+            if part[2]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(part[2], signal.SIGKILL)
-                _collect(part, check=False)
+                with contextlib.suppress(OSError):
+                    _collect(part, check=False)
         self._parts = []
 
 
@@ -138,7 +149,8 @@ def _work(items, fd, parent):
             out = ("error", e)
         try:
             data = pickle.dumps(out)
-        except Exception:  # pylint: disable=broad-exception-caught  # an exception that does not pickle
+            pickle.loads(data)  # nosec B301: the parent must be able to read it back
+        except Exception:  # pylint: disable=broad-exception-caught  # an exception that does not travel
             data = pickle.dumps(("error", RuntimeError(repr(out[1]))))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -149,14 +161,18 @@ def _work(items, fd, parent):
 
 def _collect(part, check=True):
     """Read a writer's answer and reap it; returns its digests (raises what it raised)."""
-    _lo, _hi, pid, fd = part
-    with os.fdopen(fd, "rb") as f:
-        data = f.read()
-    _pid, status = os.waitpid(pid, 0)
-    part[2] = part[3] = None
+    pid, fd = part[2], part[3]
+    part[2], part[3] = 0, None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
+    finally:
+        status = None
+        with contextlib.suppress(ChildProcessError):  # already reaped (SIGCHLD ignored)
+            status = os.waitpid(pid, 0)[1]
     if not check:
         return None
-    if not data or status != 0:
+    if not data or status not in (None, 0):
         raise PkiError(f"a worker process writing the store's files died ({_describe(status)}, e.g. out of memory); "
                        f"nothing was written, run again", "writer_died")
     kind, value = pickle.loads(data)  # nosec B301: from our own forked child, over its private pipe
@@ -166,6 +182,8 @@ def _collect(part, check=True):
 
 
 def _describe(status):
+    if status is None:
+        return "no answer"
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return f"exit status {os.WEXITSTATUS(status)}"

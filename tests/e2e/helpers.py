@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,6 +55,18 @@ def curl(url, cert=None, key=None, cacert=None, resolve=None):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     body, _sep, status = proc.stdout.rpartition("\n")
     return int(status or 0), body + proc.stderr
+
+
+def curl_until(want, url, timeout=10.0, **kwargs):
+    """``curl`` until the status is ``want`` or ``timeout`` s passed; the last (status, body). nginx applies a reload
+    asynchronously: for a moment after the reload command returned, workers of the old configuration may still
+    answer a new connection (renew.yml and the canary gate wait for the served certificate the same way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = curl(url, **kwargs)
+        if status == want or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.1)
 
 
 def changed_tasks(output, host):

@@ -13,7 +13,7 @@ from ansible_collections.mtls.rollout.plugins.module_utils.pki import specs, sto
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_ca import ensure_ca
 from ansible_collections.mtls.rollout.plugins.module_utils.pki.ensure_leaves import ensure_leaves
 
-from tests.e2e.helpers import ROOT, curl, recap, run_playbook
+from tests.e2e.helpers import ROOT, curl, curl_until, recap, run_playbook
 
 SITE = "mtls.rollout.site"
 SERVERS, CLIENT = [1, 2, 3], 4
@@ -182,14 +182,14 @@ def test_optional_lets_no_certificate_through_as_none(deployed, fleet, pki, site
     try:
         run_playbook(SITE, fleet.inventory, {**site_vars, "mtls_verify_client": "optional"}, "--limit",
                      f"localhost,{target.name}")
-        status, body = curl(f"https://{target.ip}/", cacert=root(pki))
+        status, body = curl_until(200, f"https://{target.ip}/", cacert=root(pki))
         assert status == 200, body
         assert json.loads(body)["headers"]["x-ssl-client-verify"] == "NONE"
         status, body = curl(f"https://{target.ip}/", cacert=root(pki), **ident(pki, "client1"))
         assert json.loads(body)["headers"]["x-ssl-client-verify"] == "SUCCESS"
     finally:
         run_playbook(SITE, fleet.inventory, site_vars, "--limit", f"localhost,{target.name}")
-    assert curl(f"https://{target.ip}/", cacert=root(pki))[0] == 400
+    assert curl_until(400, f"https://{target.ip}/", cacert=root(pki))[0] == 400
 
 
 def test_mismatched_key_is_refused_and_server_keeps_serving(deployed, fleet, pki, site_vars):

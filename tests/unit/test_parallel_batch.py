@@ -32,6 +32,16 @@ def _leaves(count, prefix="c"):
             for i in range(count)]
 
 
+def _fails_as_writer_died(pki, count, detail):
+    """A forced run of ``count`` leaves fails as writer_died, naming ``detail``; the store is as it was."""
+    before = snapshot(pki.root)
+    with pytest.raises(Exception) as info:
+        issue(pki, "int", _leaves(count), force=True)
+    assert getattr(info.value, "code", None) == "writer_died", info.value
+    assert detail in str(info.value)
+    assert snapshot(pki.root) == before and temp_files(pki.root) == []
+
+
 @pytest.fixture
 def parallel(monkeypatch):
     """Batches of 2+ bundles in workers; records whether each batch really ran in parallel."""
@@ -156,12 +166,7 @@ def test_a_writer_killed_by_a_signal_fails_the_run_and_leaves_the_store_as_it_wa
             os.kill(os.getpid(), signal.SIGKILL)
         return real(spec, key, cert, chain)
     monkeypatch.setattr(pkcs12, "bundle", killed_at_c9)
-    before = snapshot(pki.root)
-    with pytest.raises(Exception) as info:
-        issue(pki, "int", _leaves(16), force=True)
-    assert getattr(info.value, "code", None) == "writer_died", info.value
-    assert "signal 9" in str(info.value)
-    assert snapshot(pki.root) == before and temp_files(pki.root) == []
+    _fails_as_writer_died(pki, 16, "signal 9")
 
 
 def test_the_cyclic_collector_is_paused_for_a_run_and_left_as_it_was(pki, monkeypatch):
@@ -232,12 +237,7 @@ def test_a_writer_that_fails_before_its_work_never_runs_the_callers_code(pki, pa
     def broken(*_args):
         raise RuntimeError("broken before the work")
     monkeypatch.setattr(pkcs12, "_work", broken)
-    before = snapshot(pki.root)
-    with pytest.raises(Exception) as info:
-        issue(pki, "int", _leaves(8), force=True)
-    assert getattr(info.value, "code", None) == "writer_died", info.value
-    assert "exit status 1" in str(info.value)
-    assert snapshot(pki.root) == before and temp_files(pki.root) == []
+    _fails_as_writer_died(pki, 8, "exit status 1")
 
 
 def test_a_writer_error_that_cannot_travel_back_is_reported_by_its_text(pki, parallel, monkeypatch):

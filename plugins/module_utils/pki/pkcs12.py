@@ -46,11 +46,6 @@ def bundle(spec, key, cert, chain):
 PARALLEL_MIN = 16
 
 
-def bundles(jobs):
-    """``bundle(*job)`` for each (spec, key, cert, chain) in ``jobs``, in order."""
-    return [bundle(*job) for job in jobs]
-
-
 def workers(n_bundles, n_files):
     """How many worker processes a Batch of ``n_bundles`` password-protected bundles and ``n_files`` other
     files gets: 1 (none: in this process) when there is little work, no fork or one CPU."""
@@ -143,7 +138,7 @@ def _work(items, fd, parent):
         _die_with_parent(parent)
         try:
             out = ("ok", [_write_item(item) for item in items])
-            if items:
+            if items:  # any temp path of ours names the store's filesystem: the first bundle's, or first file's
                 store.sync_ahead(items[0][1] or items[0][2][0][0])
         except BaseException as e:  # pylint: disable=broad-exception-caught  # the parent raises it
             out = ("error", e)
